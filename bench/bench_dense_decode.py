@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Dense MLA decode benchmark: the table of ../shared/anchors.md, measured the same way.
+
+Cases: b = 128, d_qk 576, d_v 512, h_kv 1, page 64, bf16, varlen lengths drawn as FlashMLA's test
+does (per case: random.seed(0), then cache_seqlens[i] = max(int(random.normalvariate(s_k, s_k/2)),
+s_q) for i in 0..b-1), pages randomly permuted as FlashMLA's test does.
+
+Time is the WHOLE operation (flash_mla_with_kvcache: split-KV kernel and combine; the plan is
+made once outside and reused), median of --reps CUDA-event timings after --warmup calls. Before
+each timed call a 256 MB buffer is cleared, which keeps the GPU busy while Python enqueues the
+call (so launch overhead is not timed). One input set is used: each cache is GBs, far beyond the
+50 MB L2, so nothing stays cached between calls.
+
+FLOPs = b * h_q * s_q * mean_s_k * 2 * (d_qk + d_v); bytes = b * (s_q*h_q*d_qk*2 +
+mean_s_k*h_kv*d_qk*2 + s_q*h_q*d_v*2), mean_s_k = mean of cache_seqlens (anchors.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import random
+import re
+import statistics
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+import flash_mla
+from flash_mla.testing import check_decode, make_decode_inputs, reference_dense_decode
+
+B, D_QK, D_V, H_KV, PAGE = 128, 576, 512, 1, 64
+S_KS = (4096, 8192, 16384, 32768)
+# (h_q, s_q, causal) rows of the anchor table, and the metric each row is compared on.
+ROWS = ((128, 1, False), (128, 2, False), (128, 2, True), (64, 1, False), (16, 1, False))
+
+# FlashMLA on the same machines (anchors.md): TFLOP/s for h_q 128, GB/s for h_q 64 and 16.
+ANCHORS = {
+    "H100": {
+        (128, 1, False): (536, 581, 610, 626),
+        (128, 2, False): (683, 723, 741, 749),
+        (128, 2, True): (680, 718, 740, 750),
+        (64, 1, False): (2549, 2694, 2824, 2911),
+        (16, 1, False): (2580, 2733, 2853, 2941),
+    },
+    "H200": {
+        (128, 1, False): (603, 648, 670, 681),
+        (128, 2, False): (687, 718, 736, 730),
+        (128, 2, True): (686, 718, 735, 741),
+        (64, 1, False): (3528, 3778, 3946, 4112),
+        (16, 1, False): (3547, 3818, 4035, 4190),
+    },
+}
+
+
+@dataclasses.dataclass
+class Result:
+    h_q: int
+    s_q: int
+    causal: bool
+    s_k: int
+    b: int
+    mean_s_k: float
+    time_us: float
+    tflops: float
+    gbps: float
+    metric: str  # "TFLOP/s" or "GB/s": what the anchor row compares
+    anchor: Optional[float]
+    ratio: Optional[float]  # ours / anchor on `metric`
+    checked: str  # what correctness check ran
+
+
+def draw_seqlens(s_k: int, s_q: int, b: int = B) -> list[int]:
+    random.seed(0)
+    return [max(int(random.normalvariate(s_k, s_k / 2)), s_q) for _ in range(b)]
+
+
+def anchor_table(device_name: str) -> tuple[str, dict]:
+    gpu = "H200" if "H200" in device_name else "H100"
+    return gpu, ANCHORS[gpu]
+
+
+def time_us(fn, warmup: int, reps: int) -> float:
+    flush = torch.empty(256 * 1024 * 1024, dtype=torch.uint8, device="cuda")
+    for _ in range(warmup):
+        fn()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for start, end in zip(starts, ends):
+        flush.zero_()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1e3
+
+
+def run_case(h_q, s_q, causal, s_k, args, anchors) -> Result:
+    seqlens = draw_seqlens(s_k, s_q)
+    max_pad = (max(seqlens) + 255) // 256 * 256
+    inputs = make_decode_inputs(
+        seqlens,
+        s_q=s_q,
+        h_q=h_q,
+        h_kv=H_KV,
+        d_qk=D_QK,
+        dtype=torch.bfloat16,
+        page_block_size=PAGE,
+        num_blocks=B * max_pad // PAGE,
+        value_scale=0.1,
+        value_clamp=1.0,
+        seed=0,
+    )
+    metadata, num_splits = flash_mla.get_mla_metadata(inputs.cache_seqlens, s_q * h_q // H_KV, H_KV)
+
+    def call():
+        return flash_mla.flash_mla_with_kvcache(
+            inputs.q,
+            inputs.k_cache,
+            inputs.block_table,
+            inputs.cache_seqlens,
+            D_V,
+            metadata,
+            num_splits,
+            causal=causal,
+        )
+
+    out, lse = call()
+    if torch.isnan(out).any() or torch.isnan(lse).any():
+        raise AssertionError(f"NaN in the output of case h_q={h_q} s_q={s_q} s_k={s_k}")
+    checked = "no NaN"
+    if not args.no_check:
+        rows = list(range(B)) if args.check else list(range(0, B, B // 8))
+        ref_out, ref_lse = reference_dense_decode(
+            inputs.q,
+            inputs.k_cache,
+            inputs.block_table,
+            inputs.cache_seqlens,
+            D_V,
+            causal=causal,
+            batch_indices=rows,
+        )
+        check_decode(out[rows], lse[rows], ref_out, ref_lse)
+        checked = f"reference, {len(rows)} of {B} sequences"
+
+    t = time_us(call, args.warmup, args.reps)
+    mean_s_k = sum(seqlens) / B
+    flops = B * h_q * s_q * mean_s_k * 2 * (D_QK + D_V)
+    nbytes = B * (s_q * h_q * D_QK * 2 + mean_s_k * H_KV * D_QK * 2 + s_q * h_q * D_V * 2)
+    tflops, gbps = flops / t / 1e6, nbytes / t / 1e3
+    metric = "TFLOP/s" if h_q == 128 else "GB/s"
+    anchor = anchors[(h_q, s_q, causal)][S_KS.index(s_k)] if s_k in S_KS else None
+    ours = tflops if metric == "TFLOP/s" else gbps
+    return Result(
+        h_q,
+        s_q,
+        causal,
+        s_k,
+        B,
+        mean_s_k,
+        t,
+        tflops,
+        gbps,
+        metric,
+        anchor,
+        ours / anchor if anchor else None,
+        checked,
+    )
+
+
+def print_table(results: list[Result], gpu: str) -> None:
+    print(
+        f"\nDense decode, b {B}, d_qk {D_QK}, d_v {D_V}, h_kv {H_KV}, page {PAGE}, bf16, varlen "
+        f"(whole operation; anchor = FlashMLA on {gpu}, split-KV kernel only)"
+    )
+    header = (
+        f"{'h_q':>4} {'s_q':>3} {'causal':>6} {'s_k':>6} {'time us':>9} {'TFLOP/s':>8} "
+        f"{'GB/s':>7} {'anchor':>12} {'ratio':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        anchor = f"{r.anchor:g} {'TF' if r.metric == 'TFLOP/s' else 'GB/s'}" if r.anchor else "-"
+        ratio = f"{r.ratio:.3f}" if r.ratio else "-"
+        print(
+            f"{r.h_q:>4} {r.s_q:>3} {'yes' if r.causal else 'no':>6} {r.s_k:>6} {r.time_us:>9.1f} "
+            f"{r.tflops:>8.1f} {r.gbps:>7.0f} {anchor:>12} {ratio:>6}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--s-k", type=int, nargs="+", default=list(S_KS), help="mean lengths")
+    parser.add_argument("--h-q", type=int, nargs="+", default=None, help="only these h_q rows")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--check", action="store_true", help="check all sequences vs reference")
+    parser.add_argument("--no-check", action="store_true", help="only check for NaN")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="output path (default: bench/results/dense_decode_<device>.json)",
+    )
+    args = parser.parse_args()
+
+    device_name = torch.cuda.get_device_name()
+    gpu, anchors = anchor_table(device_name)
+    results = []
+    for h_q, s_q, causal in ROWS:
+        if args.h_q and h_q not in args.h_q:
+            continue
+        for s_k in args.s_k:
+            r = run_case(h_q, s_q, causal, s_k, args, anchors)
+            torch.cuda.empty_cache()  # the next case's cache is as large (GBs)
+            print(
+                f"h_q {h_q:3d} s_q {s_q} causal {causal!s:5} s_k {s_k:5d}: {r.time_us:8.1f} us "
+                f"{r.tflops:6.1f} TFLOP/s {r.gbps:6.0f} GB/s ratio {r.ratio or 0:.3f} "
+                f"({r.checked})",
+                flush=True,
+            )
+            results.append(r)
+
+    print_table(results, gpu)
+    path = args.json or Path(__file__).resolve().parent / "results" / (
+        "dense_decode_" + re.sub(r"[^A-Za-z0-9]+", "_", device_name).strip("_") + ".json"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "device": device_name,
+                "anchor_table": gpu,
+                "torch": torch.__version__,
+                "cuda": torch.version.cuda,
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "timing": f"whole operation, median of {args.reps} after {args.warmup} warm-ups",
+                "results": [dataclasses.asdict(r) for r in results],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

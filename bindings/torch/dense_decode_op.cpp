@@ -1,0 +1,135 @@
+// flash_mla::dense_decode_fwd: tensor checks -> flashmla::DenseDecodeParams ->
+// flashmla::dense_decode. Shapes and layouts are checked here (the params struct cannot express a
+// mismatch between two tensors); values such as head dims, head ratios and page sizes are checked
+// by the C++ core, whose errors are translated with the argument they name.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <ATen/ATen.h>
+
+#include "flashmla/dense_decode.h"
+#include "ops.h"
+#include "tensor_checks.h"
+
+namespace flashmla::torch_binding {
+namespace {
+
+constexpr const char* kOp = "flash_mla_with_kvcache";
+
+void check_inputs(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& block_table,
+                  const at::Tensor& cache_seqlens, int64_t head_dim_v,
+                  const at::Tensor& tile_scheduler_metadata, const at::Tensor& num_splits) {
+  check_cuda(q, kOp, "q");
+  const c10::Device device = q.device();
+  check_same_device(k_cache, kOp, "k_cache", device);
+  check_same_device(block_table, kOp, "block_table", device);
+  check_same_device(cache_seqlens, kOp, "cache_seqlens", device);
+  check_same_device(tile_scheduler_metadata, kOp, "tile_scheduler_metadata", device);
+  check_same_device(num_splits, kOp, "num_splits", device);
+
+  if (q.scalar_type() != at::kBFloat16 && q.scalar_type() != at::kHalf) {
+    fail(kOp, "q", "must have dtype bfloat16 or float16, got ", dtype_name(q.scalar_type()));
+  }
+  if (k_cache.scalar_type() != q.scalar_type()) {
+    fail(kOp, "k_cache", "must have the same dtype as q (", dtype_name(q.scalar_type()), "), got ",
+         dtype_name(k_cache.scalar_type()));
+  }
+  check_dtype(block_table, kOp, "block_table", at::kInt);
+  check_dtype(cache_seqlens, kOp, "cache_seqlens", at::kInt);
+  check_dtype(tile_scheduler_metadata, kOp, "tile_scheduler_metadata", at::kInt);
+  check_dtype(num_splits, kOp, "num_splits", at::kInt);
+
+  check_dim(q, kOp, "q", 4, "[batch, seqlen_q, num_heads_q, head_dim]");
+  check_dim(k_cache, kOp, "k_cache", 4, "[num_blocks, page_block_size, num_heads_kv, head_dim]");
+  check_dim(block_table, kOp, "block_table", 2, "[batch, max_blocks_per_seq]");
+  check_dim(cache_seqlens, kOp, "cache_seqlens", 1, "[batch]");
+  check_dim(tile_scheduler_metadata, kOp, "tile_scheduler_metadata", 2,
+            "[num_parts, metadata_ints] (from get_mla_metadata)");
+  check_dim(num_splits, kOp, "num_splits", 1, "[batch + 1] (from get_mla_metadata)");
+
+  const int64_t batch = q.size(0);
+  check_size(k_cache, kOp, "k_cache", 3, q.size(3), "the head_dim of q");
+  check_size(block_table, kOp, "block_table", 0, batch, "the batch size of q");
+  check_size(cache_seqlens, kOp, "cache_seqlens", 0, batch, "the batch size of q");
+  check_size(tile_scheduler_metadata, kOp, "tile_scheduler_metadata", 1, kDecodeMetadataInts,
+             "ints per part of the plan");
+  check_size(num_splits, kOp, "num_splits", 0, batch + 1, "batch size of q + 1");
+  if (head_dim_v <= 0 || head_dim_v > q.size(3)) {
+    fail(kOp, "head_dim_v", "must be in [1, head_dim of q = ", q.size(3),
+         "] (V is the first head_dim_v columns of each K row), got ", head_dim_v);
+  }
+
+  check_last_dim_contiguous(q, kOp, "q");
+  check_last_dim_contiguous(k_cache, kOp, "k_cache");
+  check_last_dim_contiguous(block_table, kOp, "block_table");
+  check_contiguous(cache_seqlens, kOp, "cache_seqlens");
+  check_contiguous(tile_scheduler_metadata, kOp, "tile_scheduler_metadata");
+  check_contiguous(num_splits, kOp, "num_splits");
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> dense_decode_fwd(
+    const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& block_table,
+    const at::Tensor& cache_seqlens, int64_t head_dim_v, const at::Tensor& tile_scheduler_metadata,
+    const at::Tensor& num_splits, double softmax_scale, bool causal) {
+  check_inputs(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
+               num_splits);
+  const c10::cuda::CUDAGuard device_guard(q.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.get_device()).stream();
+
+  DenseDecodeParams params;
+  params.dtype = q.scalar_type() == at::kBFloat16 ? ScalarType::kBFloat16 : ScalarType::kFloat16;
+  params.batch = to_int(q.size(0), kOp, "q");
+  params.seqlen_q = to_int(q.size(1), kOp, "q");
+  params.num_heads_q = to_int(q.size(2), kOp, "q");
+  params.num_heads_kv = to_int(k_cache.size(2), kOp, "k_cache");
+  params.head_dim_qk = to_int(q.size(3), kOp, "q");
+  params.head_dim_v = to_int(head_dim_v, kOp, "head_dim_v");
+  params.page_block_size = to_int(k_cache.size(1), kOp, "k_cache");
+  params.num_blocks = to_int(k_cache.size(0), kOp, "k_cache");
+  params.max_blocks_per_seq = to_int(block_table.size(1), kOp, "block_table");
+  params.softmax_scale = static_cast<float>(softmax_scale);
+  params.causal = causal;
+
+  params.q = q.data_ptr();
+  params.q_batch_stride = layout_stride(q, 0);
+  params.q_seq_stride = layout_stride(q, 1);
+  params.q_head_stride = layout_stride(q, 2);
+
+  params.k_cache = k_cache.data_ptr();
+  params.k_block_stride = layout_stride(k_cache, 0);
+  params.k_token_stride = layout_stride(k_cache, 1);
+  params.k_head_stride = layout_stride(k_cache, 2);
+
+  params.block_table = block_table.data_ptr<int32_t>();
+  params.block_table_batch_stride = layout_stride(block_table, 0);
+  params.cache_seqlens = cache_seqlens.data_ptr<int32_t>();
+
+  at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2), head_dim_v}, q.options());
+  at::Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
+  params.out = out.data_ptr();
+  params.out_batch_stride = layout_stride(out, 0);
+  params.out_seq_stride = layout_stride(out, 1);
+  params.out_head_stride = layout_stride(out, 2);
+  params.lse = lse.data_ptr<float>();
+  params.lse_batch_stride = layout_stride(lse, 0);
+  params.lse_head_stride = layout_stride(lse, 1);
+
+  params.tile_scheduler_metadata = tile_scheduler_metadata.data_ptr<int32_t>();
+  params.num_splits = num_splits.data_ptr<int32_t>();
+  params.num_parts = to_int(tile_scheduler_metadata.size(0), kOp, "tile_scheduler_metadata");
+
+  // Split-KV scratch from the caching allocator: stream-ordered, so it is safe to free when this
+  // function returns, and inside a CUDA graph capture it comes from the graph's private pool.
+  const size_t workspace_bytes =
+      translate_errors(kOp, [&] { return dense_decode_workspace_bytes(params); });
+  at::Tensor workspace =
+      at::empty({static_cast<int64_t>(workspace_bytes)}, q.options().dtype(at::kByte));
+  params.workspace = workspace.data_ptr();
+  params.workspace_bytes = workspace_bytes;
+
+  translate_errors(kOp, [&] { dense_decode(params, stream); });
+  return {out, lse};
+}
+
+}  // namespace flashmla::torch_binding

@@ -1,0 +1,67 @@
+"""Fake (meta) implementations of the torch.ops.flash_mla operators.
+
+They give torch.compile the shapes, dtypes and devices of the outputs without running a kernel.
+The C++ library names this module with ``m.set_python_module("flash_mla._ops")``, so the
+registrations below must stay in this module.
+"""
+
+from functools import lru_cache
+
+import torch
+
+from flash_mla import _C
+
+METADATA_INTS: int = _C.DECODE_METADATA_INTS
+
+
+@lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def decode_num_parts(
+    batch: int, rows_per_kv_head: int, num_heads_kv: int, device: torch.device, num_sms: int = 0
+) -> int:
+    """Rows of the tile-scheduler metadata that ``get_decode_metadata`` returns for a shape."""
+    if num_sms <= 0:
+        if device.type != "cuda":
+            num_sms = 1  # The real operator rejects non-CUDA tensors; any shape will do here.
+        else:
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            num_sms = _sm_count(index)
+    return _C.decode_num_parts(int(batch), int(rows_per_kv_head), int(num_heads_kv), int(num_sms))
+
+
+@torch.library.register_fake("flash_mla::get_decode_metadata")
+def _get_decode_metadata_fake(
+    cache_seqlens: torch.Tensor,
+    rows_per_kv_head: int,
+    num_heads_kv: int,
+    page_block_size: int,
+    num_sms: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = cache_seqlens.shape[0]
+    num_parts = decode_num_parts(
+        batch, rows_per_kv_head, num_heads_kv, cache_seqlens.device, num_sms
+    )
+    tile_scheduler_metadata = cache_seqlens.new_empty((num_parts, METADATA_INTS), dtype=torch.int32)
+    num_splits = cache_seqlens.new_empty((batch + 1,), dtype=torch.int32)
+    return tile_scheduler_metadata, num_splits
+
+
+@torch.library.register_fake("flash_mla::dense_decode_fwd")
+def _dense_decode_fwd_fake(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    cache_seqlens: torch.Tensor,
+    head_dim_v: int,
+    tile_scheduler_metadata: torch.Tensor,
+    num_splits: torch.Tensor,
+    softmax_scale: float,
+    causal: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    batch, seqlen_q, num_heads_q, _ = q.shape
+    out = q.new_empty((batch, seqlen_q, num_heads_q, head_dim_v))
+    lse = q.new_empty((batch, num_heads_q, seqlen_q), dtype=torch.float32)
+    return out, lse

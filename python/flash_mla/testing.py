@@ -1,0 +1,258 @@
+"""Testing helpers: a PyTorch reference, the project's tolerances, and input generators.
+
+Used by tests/python and bench/. The reference computes in float64 (inputs upcast), gathers each
+sequence's pages through its block table and never reads rows past cache_seqlens, so NaN in
+unused rows and garbage in unused block-table entries do not reach it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """An element passes when |err| < abs_tol or |err| / |ref| < rel_tol; the whole tensor
+    also needs 1 - cos_sim < cos_tol (cos_sim = 2 sum(a r) / sum(a^2 + r^2)) when set."""
+
+    abs_tol: float
+    rel_tol: float
+    cos_tol: Optional[float] = None
+
+
+OUT_TOL = Tolerance(abs_tol=1e-3, rel_tol=2 / 128, cos_tol=1e-5)
+LSE_TOL = Tolerance(abs_tol=1e-6, rel_tol=8 / 65536)
+
+
+def _first_indices(mask: torch.Tensor, count: int) -> list[tuple[int, ...]]:
+    return [tuple(int(i) for i in row) for row in mask.nonzero()[:count].tolist()]
+
+
+def check_close(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    tol: Tolerance = OUT_TOL,
+    *,
+    name: str = "out",
+    max_report: int = 5,
+) -> None:
+    """Raises AssertionError unless `actual` matches `expected` within `tol`.
+
+    +inf, -inf and NaN must sit at identical positions; they are then left out of the numeric
+    checks. The message lists the number of failing elements and the first few indices.
+    """
+    if tuple(actual.shape) != tuple(expected.shape):
+        raise AssertionError(
+            f"{name}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)}"
+        )
+    a = actual.detach().to(device=expected.device, dtype=torch.float64)
+    e = expected.detach().to(dtype=torch.float64)
+
+    for label, in_a, in_e in (
+        ("NaN", a.isnan(), e.isnan()),
+        ("+inf", a == math.inf, e == math.inf),
+        ("-inf", a == -math.inf, e == -math.inf),
+    ):
+        differs = in_a != in_e
+        if bool(differs.any()):
+            raise AssertionError(
+                f"{name}: {label} positions differ at {int(differs.sum())} of {a.numel()} elements "
+                f"({int(in_a.sum())} in actual, {int(in_e.sum())} in expected); first at "
+                f"{_first_indices(differs, max_report)}"
+            )
+
+    finite = e.isfinite()
+    a = torch.where(finite, a, 0.0)
+    e = torch.where(finite, e, 0.0)
+    err = (a - e).abs()
+    passed = (err < tol.abs_tol) | (err < tol.rel_tol * e.abs())
+    if not bool(passed.all()):
+        failed = ~passed
+        details = ", ".join(
+            f"{idx}: {a[idx].item():.6g} vs {e[idx].item():.6g}"
+            for idx in _first_indices(failed, max_report)
+        )
+        raise AssertionError(
+            f"{name}: {int(failed.sum())} of {a.numel()} elements exceed |err| < {tol.abs_tol:g} "
+            f"or |err|/|ref| < {tol.rel_tol:g} (max |err| {err.max().item():.3g}); first: {details}"
+        )
+    if tol.cos_tol is not None:
+        denominator = (a * a + e * e).sum().item()
+        cos_diff = 0.0 if denominator == 0 else 1.0 - 2.0 * (a * e).sum().item() / denominator
+        if cos_diff >= tol.cos_tol:
+            raise AssertionError(
+                f"{name}: 1 - cosine similarity = {cos_diff:.3g} >= {tol.cos_tol:g}"
+            )
+
+
+def check_decode(
+    out: torch.Tensor, lse: torch.Tensor, ref_out: torch.Tensor, ref_lse: torch.Tensor
+) -> None:
+    """Checks a decode result against the reference with the project tolerances. The reference
+    output is rounded to the dtype of `out` first, as the kernel's output is."""
+    check_close(out, ref_out.to(out.dtype), OUT_TOL, name="out")
+    check_close(lse, ref_lse, LSE_TOL, name="lse")
+
+
+@torch.no_grad()
+def reference_dense_decode(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    cache_seqlens: torch.Tensor,
+    head_dim_v: int,
+    softmax_scale: Optional[float] = None,
+    causal: bool = False,
+    batch_indices: Optional[Sequence[int]] = None,
+    compute_dtype: torch.dtype = torch.float64,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Dense MLA decoding in plain PyTorch (spec section 1).
+
+    Returns out [n, s_q, h_q, head_dim_v] and lse [n, h_q, s_q], both float32, for the n
+    sequences of `batch_indices` (all by default). A query that attends to no token gets
+    out = 0 and lse = +inf.
+    """
+    b, s_q, h_q, d_qk = q.shape
+    page_block_size, h_kv = k_cache.shape[1], k_cache.shape[2]
+    group = h_q // h_kv
+    scale = d_qk ** (-0.5) if softmax_scale is None else softmax_scale
+    lengths = cache_seqlens.tolist()
+    table = block_table.cpu()
+    rows = list(range(b)) if batch_indices is None else list(batch_indices)
+    device = q.device
+
+    out = torch.zeros(len(rows), s_q, h_q, head_dim_v, dtype=torch.float32, device=device)
+    lse = torch.full((len(rows), h_q, s_q), math.inf, dtype=torch.float32, device=device)
+    for row, i in enumerate(rows):
+        n = int(lengths[i])
+        if n <= 0:
+            continue
+        num_pages = (n + page_block_size - 1) // page_block_size
+        pages = table[i, :num_pages].to(device=k_cache.device, dtype=torch.long)
+        kv = k_cache[pages].reshape(num_pages * page_block_size, h_kv, d_qk)[:n]
+        kv = kv.to(compute_dtype).permute(1, 0, 2)  # [h_kv, n, d_qk]
+        # Query head h reads KV head h // group: rows of one KV head are (g, j) pairs.
+        qi = q[i].to(compute_dtype).permute(1, 0, 2).reshape(h_kv, group * s_q, d_qk)
+        logits = torch.bmm(qi, kv.transpose(1, 2)).mul_(scale).view(h_kv, group, s_q, n)
+        if causal:
+            t = torch.arange(n, device=device)
+            last = n - s_q + torch.arange(s_q, device=device)  # query j sees t <= last[j]
+            logits.masked_fill_(t[None, :] > last[:, None], -math.inf)
+        row_lse = torch.logsumexp(logits, dim=-1)  # [h_kv, group, s_q]
+        attends = row_lse.isfinite()
+        probs = torch.exp(logits - torch.where(attends, row_lse, 0.0).unsqueeze(-1))
+        o = torch.bmm(probs.view(h_kv, group * s_q, n), kv[..., :head_dim_v])
+        out[row] = o.view(h_q, s_q, head_dim_v).permute(1, 0, 2).float()
+        lse[row] = torch.where(attends, row_lse, math.inf).view(h_q, s_q).float()
+    return out, lse
+
+
+# Entries written into block-table slots that no token uses: out of range in both directions.
+GARBAGE_BLOCK_IDS = (2**30, -1, 2**31 - 1, -(2**31))
+
+
+@dataclasses.dataclass
+class DecodeInputs:
+    """One decode batch: q, a paged cache with randomly permuted pages and NaN in every row past
+    a sequence's length, and a block table with garbage in the unused entries."""
+
+    q: torch.Tensor  # [b, s_q, h_q, d_qk]
+    k_cache: torch.Tensor  # [num_blocks, page_block_size, h_kv, d_qk]
+    block_table: torch.Tensor  # [b, max_blocks] int32
+    cache_seqlens: torch.Tensor  # [b] int32
+    capacity: list[int]  # tokens each sequence's pages can hold
+    value_scale: float = 1.0
+    value_clamp: Optional[float] = None
+
+
+def _random_(t: torch.Tensor, scale: float, clamp: Optional[float], gen: torch.Generator) -> None:
+    t.normal_(0.0, scale, generator=gen)
+    if clamp is not None:
+        t.clamp_(-clamp, clamp)
+
+
+def _mark_unused_rows_nan_(inputs: DecodeInputs, lengths: Sequence[int]) -> None:
+    k_cache, table = inputs.k_cache, inputs.block_table.cpu()
+    num_blocks, page = k_cache.shape[0], k_cache.shape[1]
+    valid = torch.zeros(num_blocks, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        full, rest = divmod(int(n), page)
+        valid[table[i, :full].long()] = page
+        if rest:
+            valid[table[i, full].long()] = rest
+    unused = torch.arange(page)[None, :] >= valid[:, None]  # [num_blocks, page]
+    k_cache[unused.to(k_cache.device)] = float("nan")
+
+
+def make_decode_inputs(
+    seqlens: Sequence[int],
+    *,
+    s_q: int,
+    h_q: int,
+    h_kv: int,
+    d_qk: int,
+    dtype: torch.dtype,
+    device: torch.device | str = "cuda",
+    page_block_size: int = 64,
+    capacity: Optional[Sequence[int]] = None,
+    num_blocks: Optional[int] = None,
+    extra_table_columns: int = 2,
+    value_scale: float = 1.0,
+    value_clamp: Optional[float] = None,
+    seed: int = 0,
+) -> DecodeInputs:
+    """Builds a decode batch for `seqlens`.
+
+    Each sequence owns ceil(max(seqlen, capacity) / page_block_size) pages drawn from a random
+    permutation of a pool of `num_blocks` pages (default: just enough, plus a few spares).
+    Values are standard normal times `value_scale`, clamped to +-`value_clamp` if given.
+    """
+    b = len(seqlens)
+    cap = [max(int(n), int(c)) for n, c in zip(seqlens, capacity or seqlens)]
+    pages_per_seq = [(c + page_block_size - 1) // page_block_size for c in cap]
+    needed = sum(pages_per_seq)
+    pool = max(num_blocks or 0, needed + 3)
+    gen_cpu = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(pool, generator=gen_cpu)
+
+    width = max(max(pages_per_seq, default=0) + extra_table_columns, 1)
+    garbage = torch.tensor(GARBAGE_BLOCK_IDS, dtype=torch.int64)
+    table = garbage[torch.arange(b * width) % len(garbage)].view(b, width)
+    start = 0
+    for i, count in enumerate(pages_per_seq):
+        table[i, :count] = perm[start : start + count]
+        start += count
+
+    inputs = DecodeInputs(
+        q=torch.empty(b, s_q, h_q, d_qk, dtype=dtype, device=device),
+        k_cache=torch.empty(pool, page_block_size, h_kv, d_qk, dtype=dtype, device=device),
+        block_table=table.to(dtype=torch.int32, device=device),
+        cache_seqlens=torch.tensor(list(seqlens), dtype=torch.int32, device=device),
+        capacity=cap,
+        value_scale=value_scale,
+        value_clamp=value_clamp,
+    )
+    refill_(inputs, seed=seed + 1)
+    return inputs
+
+
+def refill_(
+    inputs: DecodeInputs, seqlens: Optional[Sequence[int]] = None, *, seed: int = 1
+) -> None:
+    """Writes new random values into q and k_cache in place (the tensors keep their storage, as a
+    CUDA graph needs) and optionally new lengths into cache_seqlens; rows past the lengths
+    become NaN again. New lengths must fit the capacity the batch was built with."""
+    if seqlens is not None:
+        if len(seqlens) != len(inputs.capacity) or any(
+            int(n) > c for n, c in zip(seqlens, inputs.capacity)
+        ):
+            raise ValueError(f"seqlens {list(seqlens)} exceed the capacity {inputs.capacity}")
+        inputs.cache_seqlens.copy_(torch.tensor(list(seqlens), dtype=torch.int32))
+    gen = torch.Generator(device=inputs.q.device).manual_seed(seed)
+    _random_(inputs.q, inputs.value_scale, inputs.value_clamp, gen)
+    _random_(inputs.k_cache, inputs.value_scale, inputs.value_clamp, gen)
+    _mark_unused_rows_nan_(inputs, inputs.cache_seqlens.tolist())

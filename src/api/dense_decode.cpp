@@ -1,0 +1,101 @@
+// Dense decode entry point: validation -> device check -> TMA map -> split-KV kernel ->
+// combine kernel.
+#include <cmath>
+
+#include "api/checks.h"
+#include "api/dense_decode_workspace.h"
+#include "api/tensor_map.h"
+#include "flashmla/dense_decode.h"
+#include "kernels/common/combine.h"
+#include "kernels/sm90/dense_decode/dispatch.h"
+
+namespace flashmla {
+
+namespace {
+
+sm90::DenseDecodeKernelParams make_kernel_params(const DenseDecodeParams& params) {
+  const auto layout = detail::dense_decode_workspace_layout(params);
+  char* workspace = static_cast<char*>(params.workspace);
+  sm90::DenseDecodeKernelParams k{};
+  k.batch = params.batch;
+  k.seqlen_q = params.seqlen_q;
+  k.num_heads_kv = params.num_heads_kv;
+  k.heads_per_kv = params.num_heads_q / params.num_heads_kv;
+  k.rows_per_kv = params.seqlen_q * k.heads_per_kv;
+  k.page_block_size = params.page_block_size;
+  k.max_blocks_per_seq = params.max_blocks_per_seq;
+  k.causal = params.causal && params.seqlen_q > 1;
+  k.scale_log2 = params.softmax_scale * 1.4426950408889634f;
+  k.q = params.q;
+  k.q_batch_stride = params.q_batch_stride;
+  k.q_seq_stride = params.q_seq_stride;
+  k.q_head_stride = params.q_head_stride;
+  k.block_table = params.block_table;
+  k.block_table_batch_stride = params.block_table_batch_stride;
+  k.cache_seqlens = params.cache_seqlens;
+  k.out = params.out;
+  k.out_batch_stride = params.out_batch_stride;
+  k.out_seq_stride = params.out_seq_stride;
+  k.out_head_stride = params.out_head_stride;
+  k.lse = params.lse;
+  k.lse_batch_stride = params.lse_batch_stride;
+  k.lse_head_stride = params.lse_head_stride;
+  k.parts = reinterpret_cast<const DecodePartRange*>(params.tile_scheduler_metadata);
+  k.num_splits = params.num_splits;
+  k.o_accum = reinterpret_cast<float*>(workspace + layout.o_accum_offset);
+  k.lse_accum = reinterpret_cast<float*>(workspace + layout.lse_accum_offset);
+  return k;
+}
+
+CUtensorMap make_k_cache_map(const DenseDecodeParams& params) {
+  // Dims innermost first: head_dim_qk, token in page, KV head, page. Box: 64 columns x 64
+  // tokens of one head of one page (one 128-byte swizzled box of a KV tile).
+  const uint64_t dims[4] = {uint64_t(params.head_dim_qk), uint64_t(params.page_block_size),
+                            uint64_t(params.num_heads_kv), uint64_t(params.num_blocks)};
+  const uint64_t strides[3] = {uint64_t(params.k_token_stride) * 2,
+                               uint64_t(params.k_head_stride) * 2,
+                               uint64_t(params.k_block_stride) * 2};
+  const uint32_t box[4] = {64, 64, 1, 1};
+  return detail::make_tensor_map_4d_16bit(params.k_cache, dims, strides, box, "k_cache");
+}
+
+}  // namespace
+
+void dense_decode(const DenseDecodeParams& params, cudaStream_t stream) {
+  validate_dense_decode(params);
+  int device = 0;
+  detail::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_device_supported(device);
+
+  const sm90::DenseDecodeKernelParams kernel_params = make_kernel_params(params);
+  const CUtensorMap k_map = make_k_cache_map(params);
+  const int num_m_blocks =
+      (kernel_params.rows_per_kv + kDecodeRowsPerBlock - 1) / kDecodeRowsPerBlock;
+  const bool bf16 = params.dtype == ScalarType::kBFloat16;
+  const auto launch = params.head_dim_qk == 576 ? (bf16 ? sm90::dense_decode_bf16_576
+                                                        : sm90::dense_decode_fp16_576)
+                                                : (bf16 ? sm90::dense_decode_bf16_512
+                                                        : sm90::dense_decode_fp16_512);
+  launch(kernel_params, k_map, num_m_blocks, params.num_parts, stream);
+
+  kernels::CombineParams combine{};
+  combine.batch = params.batch;
+  combine.seqlen_q = params.seqlen_q;
+  combine.num_heads_kv = params.num_heads_kv;
+  combine.heads_per_kv = kernel_params.heads_per_kv;
+  combine.rows_per_kv = kernel_params.rows_per_kv;
+  combine.head_dim_v = params.head_dim_v;
+  combine.num_splits = params.num_splits;
+  combine.o_accum = kernel_params.o_accum;
+  combine.lse_accum = kernel_params.lse_accum;
+  combine.out = params.out;
+  combine.out_batch_stride = params.out_batch_stride;
+  combine.out_seq_stride = params.out_seq_stride;
+  combine.out_head_stride = params.out_head_stride;
+  combine.lse = params.lse;
+  combine.lse_batch_stride = params.lse_batch_stride;
+  combine.lse_head_stride = params.lse_head_stride;
+  kernels::launch_combine(combine, params.dtype, stream);
+}
+
+}  // namespace flashmla

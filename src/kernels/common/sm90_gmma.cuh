@@ -1,0 +1,114 @@
+// Warpgroup matrix-multiply (wgmma) helpers: shared-memory descriptors for 128-byte swizzled
+// tiles and array-based wrappers over CuTe's GMMA atoms (which take one argument per register).
+#pragma once
+
+#include <cstdint>
+#include <utility>
+
+#include <cute/arch/mma_sm90_desc.hpp>
+#include <cute/arch/mma_sm90_gmma.hpp>
+
+#include "kernels/common/sm90_ptx.cuh"
+
+namespace flashmla::sm90 {
+
+// Descriptor of a 128B-swizzled operand tile (rows of 128 bytes, 8-row / 1024-byte swizzle
+// atoms) whose atoms start 1024-byte aligned. `leading_bytes` / `stride_bytes` follow the PTX
+// meaning: for K-major tiles the stride is the distance between 8-row groups (LBO unused);
+// for MN-major tiles LBO is the distance between 64-element column chunks and SBO between
+// 8-row groups along K.
+__device__ __forceinline__ uint64_t make_sw128_desc(const void* smem, uint32_t leading_bytes,
+                                                    uint32_t stride_bytes) {
+  const uint64_t address = smem_addr(smem);
+  uint64_t desc = (address & 0x3FFFF) >> 4;
+  desc |= uint64_t((leading_bytes >> 4) & 0x3FFF) << 16;
+  desc |= uint64_t((stride_bytes >> 4) & 0x3FFF) << 32;
+  desc |= uint64_t(1) << 62;  // 128-byte swizzle
+  return desc;
+}
+
+// Moves a descriptor's start address by `bytes` (a multiple of 16, staying in shared memory).
+__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
+  return desc + (bytes >> 4);
+}
+
+// Returns `desc` through an opaque move so that the compiler rebuilds the per-k-step
+// descriptors where they are used instead of hoisting dozens of them into registers.
+__device__ __forceinline__ uint64_t opaque_desc(uint64_t desc) {
+  uint64_t out;
+  asm volatile("mov.b64 %0, %1;" : "=l"(out) : "l"(desc));
+  return out;
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kPending) : "memory");
+}
+
+// Keeps the compiler from moving reads or writes of accumulator registers across the
+// asynchronous wgmma issue / wait points.
+template <int N>
+__device__ __forceinline__ void fence_registers(float (&regs)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(regs[i])::"memory");
+}
+template <int N>
+__device__ __forceinline__ void fence_registers(uint32_t (&regs)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(regs[i])::"memory");
+}
+
+namespace detail {
+using cute::SM90::GMMA::Major;
+using cute::SM90::GMMA::ScaleOut;
+
+template <class Op, int N, size_t... I>
+__device__ __forceinline__ void fma_ss(uint64_t a, uint64_t b, float (&d)[N], ScaleOut scale,
+                                       std::index_sequence<I...>) {
+  Op::fma(a, b, d[I]..., scale);
+}
+template <class Op, int N, size_t... I>
+__device__ __forceinline__ void fma_rs(const uint32_t* a, uint64_t b, float (&d)[N],
+                                       ScaleOut scale, std::index_sequence<I...>) {
+  Op::fma(a[0], a[1], a[2], a[3], b, d[I]..., scale);
+}
+}  // namespace detail
+
+// S(64x64) (+)= A(64x16, K-major smem) * B(16x64 as 64 rows x 16 K, K-major smem).
+template <bool kIsBF16>
+__device__ __forceinline__ void gmma_m64n64k16_ss(uint64_t desc_a, uint64_t desc_b,
+                                                  float (&d)[32], bool accumulate) {
+  using namespace detail;
+  using Op = std::conditional_t<kIsBF16, cute::SM90::GMMA::MMA_64x64x16_F32BF16BF16_SS<Major::K, Major::K>,
+                                cute::SM90::GMMA::MMA_64x64x16_F32F16F16_SS<Major::K, Major::K>>;
+  fma_ss<Op>(desc_a, desc_b, d, accumulate ? ScaleOut::One : ScaleOut::Zero,
+             std::make_index_sequence<32>{});
+}
+
+// O(64x256) += A(64x16, registers) * B(16x256, MN-major smem).
+template <bool kIsBF16>
+__device__ __forceinline__ void gmma_m64n256k16_rs(const uint32_t* a, uint64_t desc_b,
+                                                   float (&d)[128]) {
+  using namespace detail;
+  using Op = std::conditional_t<kIsBF16, cute::SM90::GMMA::MMA_64x256x16_F32BF16BF16_RS<Major::K, Major::MN>,
+                                cute::SM90::GMMA::MMA_64x256x16_F32F16F16_RS<Major::K, Major::MN>>;
+  fma_rs<Op>(a, desc_b, d, ScaleOut::One, std::make_index_sequence<128>{});
+}
+
+// O(64x256) += A(64x16, K-major smem) * B(16x256, MN-major smem).
+template <bool kIsBF16>
+__device__ __forceinline__ void gmma_m64n256k16_ss(uint64_t desc_a, uint64_t desc_b,
+                                                   float (&d)[128]) {
+  using namespace detail;
+  using Op = std::conditional_t<kIsBF16, cute::SM90::GMMA::MMA_64x256x16_F32BF16BF16_SS<Major::K, Major::MN>,
+                                cute::SM90::GMMA::MMA_64x256x16_F32F16F16_SS<Major::K, Major::MN>>;
+  fma_ss<Op>(desc_a, desc_b, d, ScaleOut::One, std::make_index_sequence<128>{});
+}
+
+}  // namespace flashmla::sm90

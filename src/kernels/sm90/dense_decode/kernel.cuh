@@ -1,0 +1,293 @@
+// The Hopper dense-decode kernel body: split-KV over a paged cache, TMA + wgmma.
+// Shapes, roles and shared-memory layout: traits.h.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "flashmla/decode_schedule.h"
+#include "kernels/common/sm90_gmma.cuh"
+#include "kernels/common/sm90_ptx.cuh"
+#include "kernels/sm90/dense_decode/epilogue.cuh"
+#include "kernels/sm90/dense_decode/kernel_params.h"
+#include "kernels/sm90/dense_decode/load_q.cuh"
+#include "kernels/sm90/dense_decode/softmax.cuh"
+#include "kernels/sm90/dense_decode/work_range.cuh"
+
+namespace flashmla::sm90 {
+
+// Named barriers (id 0 is __syncthreads).
+enum DenseDecodeBarrier : uint32_t {
+  kProbsReady = 1,    // warpgroup 0 wrote P and the row rescale factors
+  kProbsFree = 2,     // warpgroup 1 finished reading P
+  kStatsReady = 3,    // warpgroup 0 wrote the epilogue row statistics
+  kSoftmaxGroup = 4,  // warpgroup 0 alone
+};
+
+// Walks the KV tiles of a part in order, for the thread that issues the TMA loads.
+struct TileCursor {
+  int batch;
+  int tile;
+  int last;
+};
+
+template <class Traits>
+__device__ __forceinline__ void issue_kv_tile(const DenseDecodeKernelParams& p,
+                                              const CUtensorMap* k_map,
+                                              typename Traits::SharedStorage& smem, int stage,
+                                              int batch, int tile, int kv_head) {
+  const int token = tile * Traits::kBlockN;
+  const int page = token / p.page_block_size;
+  const int row_in_page = token % p.page_block_size;
+  const int block = p.block_table[batch * p.block_table_batch_stride + page];
+  mbarrier_arrive_expect_tx(&smem.full_barrier[stage], Traits::kTileBytes);
+#pragma unroll
+  for (int box = 0; box < Traits::kNumBoxesQK; ++box) {
+    // An out-of-range block index reads zeros (TMA bounds check), never foreign memory.
+    tma_load_4d(k_map, &smem.full_barrier[stage], smem.k[stage][box], box * Traits::kBoxCols,
+                row_in_page, kv_head, block);
+  }
+}
+
+// Advances `cursor` to the next tile of the part (skipping sequences with no tiles).
+__device__ __forceinline__ void advance_cursor(const DenseDecodeKernelParams& p,
+                                               const DecodePartRange& range, int m_block,
+                                               TileCursor& cursor) {
+  ++cursor.tile;
+  while (cursor.tile >= cursor.last && cursor.batch < range.end_batch) {
+    ++cursor.batch;
+    const BatchTiles t = decode_batch_tiles(p, range, cursor.batch, m_block);
+    cursor.tile = t.first;
+    cursor.last = t.last;
+  }
+}
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kNumThreads, 1)
+    dense_decode_kernel(const __grid_constant__ DenseDecodeKernelParams p,
+                        const __grid_constant__ CUtensorMap k_map) {
+  using Element = typename Traits::Element;
+  using SharedStorage = typename Traits::SharedStorage;
+  constexpr bool kIsBF16 = Traits::kIsBF16;
+
+  extern __shared__ char smem_raw[];
+  SharedStorage& smem = *reinterpret_cast<SharedStorage*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) / 1024 * 1024);
+
+  const int m_block = blockIdx.x;
+  const int kv_head = blockIdx.y;
+  const DecodePartRange range = p.parts[blockIdx.z];
+  if (range.begin_batch > range.end_batch) return;  // empty part: uniform over the CTA
+
+  const int thread = threadIdx.x;
+  const int warpgroup = thread / 128;
+  const int thread_in_wg = thread % 128;
+  const int warp_in_wg = thread_in_wg / 32;
+  const int lane = thread % 32;
+  constexpr int kProducerThread = 128;
+
+  // Tiles of the whole part, so both warpgroups agree on barrier counts and stages.
+  int total_tiles = 0;
+  for (int b = range.begin_batch; b <= range.end_batch; ++b) {
+    const BatchTiles t = decode_batch_tiles(p, range, b, m_block);
+    total_tiles += t.last - t.first;
+  }
+
+  if (thread == 0) {
+    for (int stage = 0; stage < Traits::kNumStages; ++stage) {
+      mbarrier_init(&smem.full_barrier[stage], 1);
+      mbarrier_init(&smem.empty_barrier[stage], Traits::kNumThreads / 32);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  // The producer keeps its own cursor, running kNumStages tiles ahead of the consumers.
+  TileCursor cursor;
+  if (thread == kProducerThread) {
+    prefetch_tma_descriptor(&k_map);
+    const BatchTiles t = decode_batch_tiles(p, range, range.begin_batch, m_block);
+    cursor = {range.begin_batch, t.first - 1, t.last};
+    for (int i = 0; i < Traits::kNumStages && i < total_tiles; ++i) {
+      advance_cursor(p, range, m_block, cursor);
+      issue_kv_tile<Traits>(p, &k_map, smem, i, cursor.batch, cursor.tile, kv_head);
+    }
+  }
+
+  const uint64_t q_desc = make_sw128_desc(smem.q[0], 16, 1024);
+  const uint64_t k_desc = make_sw128_desc(smem.k[0][0], 16, 1024);
+  const uint64_t p_desc = make_sw128_desc(smem.p, 16, 1024);
+  // V (the first 512 columns of a K tile) as an MN-major B operand: 64-column chunks are
+  // whole boxes apart, 8-token groups 1024 bytes apart.
+  const uint64_t v_desc =
+      make_sw128_desc(smem.k[0][warpgroup * Traits::kNumBoxesV / 2], Traits::kBoxBytes, 1024);
+  constexpr uint32_t kStageBytes = Traits::kNumBoxesQK * Traits::kBoxBytes;
+
+  int tile_index = 0;  // position in the part's tile sequence (stage = index % stages)
+  for (int batch = range.begin_batch; batch <= range.end_batch; ++batch) {
+    const BatchTiles tiles = decode_batch_tiles(p, range, batch, m_block);
+    const int splits_before = p.num_splits[batch];
+    EpilogueTarget target;
+    target.batch = batch;
+    target.kv_head = kv_head;
+    target.m_block = m_block;
+    target.single_split = p.num_splits[batch + 1] - splits_before == 1;
+    target.split_slot = splits_before + (batch == range.begin_batch ? range.begin_split : 0);
+
+    if (batch != range.begin_batch) __syncthreads();  // previous Q and epilogue data consumed
+    load_q_tile<Traits>(p, smem.q, batch, kv_head, m_block, thread);
+    fence_view_async_shared();
+    __syncthreads();
+
+    // Rows this thread owns and how many tokens each may attend.
+    int row_limit[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int row = m_block * Traits::kBlockM + 16 * warp_in_wg + lane / 4 + 8 * i;
+      const int s = row / p.heads_per_kv;
+      row_limit[i] = p.causal ? min(tiles.seqlen, tiles.seqlen - p.seqlen_q + s + 1)
+                              : tiles.seqlen;
+    }
+
+    float acc[128];
+#pragma unroll
+    for (int i = 0; i < 128; ++i) acc[i] = 0.f;
+
+    if (warpgroup == 0) {
+      RowStats stats = {{-INFINITY, -INFINITY}, {0.f, 0.f}};
+      for (int tile = tiles.first; tile < tiles.last; ++tile, ++tile_index) {
+        const int stage = tile_index % Traits::kNumStages;
+        const uint32_t phase = (tile_index / Traits::kNumStages) & 1;
+        const int token0 = tile * Traits::kBlockN;
+        mbarrier_wait(&smem.full_barrier[stage], phase);
+
+        // S = Q K^T over all head_dim_qk columns.
+        float s[32];
+        const uint64_t q_desc_now = opaque_desc(q_desc);
+        const uint64_t k_desc_now = desc_advance(opaque_desc(k_desc), stage * kStageBytes);
+        wgmma_fence();
+#pragma unroll
+        for (int box = 0; box < Traits::kNumBoxesQK; ++box) {
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            const uint32_t offset = box * Traits::kBoxBytes + k * 32;
+            gmma_m64n64k16_ss<kIsBF16>(desc_advance(q_desc_now, offset),
+                                       desc_advance(k_desc_now, offset), s, box > 0 || k > 0);
+          }
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_registers(s);
+
+        uint32_t probs[16];
+        float rescale[2];
+        online_softmax<Element>(s, probs, stats, rescale, p.scale_log2, token0, row_limit, lane);
+
+        // Rows past the sequence end may hold NaN; P is 0 there but 0 * NaN is NaN, so zero
+        // the V part of those rows before any P V product reads them.
+        if (token0 + Traits::kBlockN > tiles.seqlen) {
+          const int valid = tiles.seqlen - token0;
+          const int chunks = (Traits::kBlockN - valid) * Traits::kNumBoxesV * 8;
+          for (int idx = thread_in_wg; idx < chunks; idx += 128) {
+            const int row = valid + idx / (Traits::kNumBoxesV * 8);
+            const int box = (idx / 8) % Traits::kNumBoxesV;
+            char* dst = reinterpret_cast<char*>(smem.k[stage][box]) + row * 128 + (idx % 8) * 16;
+            *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+          }
+          fence_view_async_shared();
+          named_barrier_sync(kSoftmaxGroup, 128);
+        }
+
+        // Hand P and the rescale factors to warpgroup 1.
+        if (tile_index > 0) named_barrier_sync(kProbsFree, Traits::kNumThreads);
+        {
+          char* p_bytes = reinterpret_cast<char*>(smem.p);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+              const int row = 16 * warp_in_wg + lane / 4 + 8 * i;
+              *reinterpret_cast<uint32_t*>(p_bytes + sw128_offset(row, j) + (lane % 4) * 4) =
+                  probs[2 * j + i];
+            }
+          }
+          if (lane % 4 == 0) {
+            smem.row_scale[16 * warp_in_wg + lane / 4] = rescale[0];
+            smem.row_scale[16 * warp_in_wg + lane / 4 + 8] = rescale[1];
+          }
+        }
+        fence_view_async_shared();
+        named_barrier_arrive(kProbsReady, Traits::kNumThreads);
+
+        // O[:, 0:256] = O * rescale + P V.
+        rescale_rows(acc, rescale);
+        wgmma_fence();
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          gmma_m64n256k16_rs<kIsBF16>(&probs[4 * k],
+                                      desc_advance(v_desc, stage * kStageBytes + k * 2048), acc);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_registers(acc);
+        if (lane == 0) mbarrier_arrive(&smem.empty_barrier[stage]);
+      }
+
+      // Row statistics for both warpgroups' epilogues.
+      float inv_sum[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const float sum = quad_sum(stats.sum[i]);
+        const bool empty = stats.max[i] == -INFINITY || sum == 0.f;
+        inv_sum[i] = empty ? 0.f : 1.f / sum;
+        const float lse = empty ? -INFINITY : (stats.max[i] + log2f(sum)) * 0.69314718055994531f;
+        const int row = 16 * warp_in_wg + lane / 4 + 8 * i;
+        if (lane % 4 == 0) {
+          smem.row_inv_sum[row] = inv_sum[i];
+          smem.row_lse[row] = lse;
+          write_row_lse(p, target, m_block * Traits::kBlockM + row, lse);
+        }
+      }
+      named_barrier_arrive(kStatsReady, Traits::kNumThreads);
+      write_output_half<Traits>(p, target, acc, 0, inv_sum, thread_in_wg);
+    } else {
+      for (int tile = tiles.first; tile < tiles.last; ++tile, ++tile_index) {
+        const int stage = tile_index % Traits::kNumStages;
+        const uint32_t phase = (tile_index / Traits::kNumStages) & 1;
+        named_barrier_sync(kProbsReady, Traits::kNumThreads);
+        float rescale[2];
+        rescale[0] = smem.row_scale[16 * warp_in_wg + lane / 4];
+        rescale[1] = smem.row_scale[16 * warp_in_wg + lane / 4 + 8];
+        rescale_rows(acc, rescale);
+
+        // O[:, 256:512] += P V with P from shared memory.
+        wgmma_fence();
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          gmma_m64n256k16_ss<kIsBF16>(desc_advance(p_desc, k * 32),
+                                      desc_advance(v_desc, stage * kStageBytes + k * 2048), acc);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_registers(acc);
+        if (tile_index + 1 < total_tiles) named_barrier_arrive(kProbsFree, Traits::kNumThreads);
+        if (lane == 0) mbarrier_arrive(&smem.empty_barrier[stage]);
+
+        // Refill this stage with the tile kNumStages ahead once all 8 warps have left it.
+        if (thread == kProducerThread && tile_index + Traits::kNumStages < total_tiles) {
+          mbarrier_wait(&smem.empty_barrier[stage], phase);
+          advance_cursor(p, range, m_block, cursor);
+          issue_kv_tile<Traits>(p, &k_map, smem, stage, cursor.batch, cursor.tile, kv_head);
+        }
+        __syncwarp();  // reconverge the producer's warp before the next aligned barrier
+      }
+      named_barrier_sync(kStatsReady, Traits::kNumThreads);
+      float inv_sum[2];
+      inv_sum[0] = smem.row_inv_sum[16 * warp_in_wg + lane / 4];
+      inv_sum[1] = smem.row_inv_sum[16 * warp_in_wg + lane / 4 + 8];
+      write_output_half<Traits>(p, target, acc, Traits::kHalfV, inv_sum, thread_in_wg);
+    }
+  }
+}
+
+}  // namespace flashmla::sm90

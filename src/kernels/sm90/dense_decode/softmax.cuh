@@ -1,0 +1,107 @@
+// Online softmax over one 64x64 S tile held in wgmma accumulator layout.
+//
+// Accumulator layout of a 64xN fp32 wgmma tile for thread t of the warpgroup (warp w = t / 32,
+// lane l): register 4j + 2i + c holds row 16w + l/4 + 8i, column 8j + 2(l%4) + c. So each
+// thread owns two rows (i = 0, 1) and each row is spread over the 4 lanes of a quad.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace flashmla::sm90 {
+
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffff, x, 1);
+  return x + __shfl_xor_sync(0xffffffff, x, 2);
+}
+
+template <class Element>
+__device__ __forceinline__ uint32_t pack_pair(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t pack_pair<__nv_bfloat16>(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack_pair<__half>(float lo, float hi) {
+  __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// Running statistics of the two rows a thread owns, in log2 units of the scaled logits.
+struct RowStats {
+  float max[2];  // running max (-inf until a valid token is seen)
+  float sum[2];  // this thread's share of the running sum (reduced over the quad at the end)
+};
+
+// Masks S (tokens at or past each row's limit become -inf), updates the running max/sum and
+// turns S into probabilities packed as 16-bit pairs: p_packed[2j + i] = row i, cols 8j + 2(l%4)
+// + {0,1}, which is also the register A fragment of the following P V wgmma. Returns per row
+// the factor by which the output accumulated so far must be rescaled.
+template <class Element>
+__device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_packed)[16],
+                                               RowStats& stats, float (&rescale)[2],
+                                               float scale_log2, int tile_token0,
+                                               const int (&row_limit)[2], int lane) {
+  const int col0 = tile_token0 + 2 * (lane % 4);
+  const bool needs_mask = tile_token0 + 64 > min(row_limit[0], row_limit[1]);
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        float& x = s[4 * j + 2 * i + c];
+        // Select rather than add: masked columns may hold NaN read from unused cache rows.
+        x = (!needs_mask || col0 + 8 * j + c < row_limit[i]) ? x * scale_log2 : -INFINITY;
+        tile_max = fmaxf(tile_max, x);
+      }
+    }
+    tile_max = quad_max(tile_max);
+    const float new_max = fmaxf(stats.max[i], tile_max);
+    // A row that has seen no valid token keeps max -inf; subtract 0 then so exp2 gives 0.
+    const float subtract = new_max == -INFINITY ? 0.f : new_max;
+    rescale[i] = exp2f(stats.max[i] - subtract);
+    stats.max[i] = new_max;
+    float tile_sum = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        float& x = s[4 * j + 2 * i + c];
+        x = exp2f(x - subtract);
+        tile_sum += x;
+      }
+    }
+    stats.sum[i] = stats.sum[i] * rescale[i] + tile_sum;
+  }
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      p_packed[2 * j + i] = pack_pair<Element>(s[4 * j + 2 * i], s[4 * j + 2 * i + 1]);
+    }
+  }
+}
+
+// Multiplies the two rows of a 64xN accumulator a thread owns by their factors.
+template <int N>
+__device__ __forceinline__ void rescale_rows(float (&acc)[N], const float (&factor)[2]) {
+#pragma unroll
+  for (int j = 0; j < N / 4; ++j) {
+    acc[4 * j + 0] *= factor[0];
+    acc[4 * j + 1] *= factor[0];
+    acc[4 * j + 2] *= factor[1];
+    acc[4 * j + 3] *= factor[1];
+  }
+}
+
+}  // namespace flashmla::sm90

@@ -1,0 +1,27 @@
+// CPU reference of dense MLA decode (spec section 1), accumulated in double. Tests compare
+// the GPU kernels against it.
+#pragma once
+
+#include <cstdint>
+
+#include "flashmla/dense_decode.h"
+
+namespace flashmla::reference {
+
+// Computes dense decode on the host from the same params struct as flashmla::dense_decode,
+// except that q, k_cache, block_table and cache_seqlens are HOST pointers. The strides of q,
+// k_cache and block_table are honoured as documented; the out/lse pointers and strides, the
+// plan and the workspace fields are ignored. Results go to dense float arrays:
+//   out: [batch, seqlen_q, num_heads_q, head_dim_v], lse: [batch, num_heads_q, seqlen_q].
+// A query that attends to no token gets out = 0 and lse = +inf. Only the cache rows and table
+// entries a sequence needs are read. Throws flashmla::Error on shapes it cannot compute, a
+// negative length, a length needing more than max_blocks_per_seq pages, or a used table entry
+// outside [0, num_blocks). Uses several threads for large problems.
+void dense_decode_reference(const DenseDecodeParams& params, float* out, float* lse);
+
+// Stores `out` (as produced above) into `params.dtype` bits, rounded to nearest even: what an
+// exact kernel would write. `count` = batch * seqlen_q * num_heads_q * head_dim_v.
+void round_output_to_dtype(const DenseDecodeParams& params, const float* out, uint16_t* out_bits,
+                           int64_t count);
+
+}  // namespace flashmla::reference

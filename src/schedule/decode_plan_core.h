@@ -1,0 +1,77 @@
+// The split-KV planning algorithm, shared by the GPU planner kernel and the host version.
+//
+// Greedy walk over the flattened (sequence, tile) list: every part gets about the same cost,
+// where a split costs its tiles plus kDecodeSplitOverheadTiles. A sequence that does not fit
+// in the rest of a part is cut there and continues in the next part as a new split. Every
+// sequence, even an empty one, gets at least one split so that its output is written.
+#pragma once
+
+#include <cstdint>
+
+#include "flashmla/decode_schedule.h"
+
+#if defined(__CUDACC__)
+#define FLASHMLA_HOST_DEVICE __host__ __device__
+#else
+#define FLASHMLA_HOST_DEVICE
+#endif
+
+namespace flashmla::detail {
+
+FLASHMLA_HOST_DEVICE inline int decode_num_tiles(int32_t seqlen) {
+  // Negative lengths are treated as empty; the kernels clamp them the same way.
+  return seqlen > 0 ? (seqlen + kDecodeTileTokens - 1) / kDecodeTileTokens : 0;
+}
+
+// Writes num_parts ranges and batch + 1 split prefix sums. Single-threaded: O(batch + parts).
+FLASHMLA_HOST_DEVICE inline void plan_decode_core(int batch, const int32_t* cache_seqlens,
+                                                  int num_parts, DecodePartRange* parts,
+                                                  int32_t* num_splits) {
+  constexpr int overhead = kDecodeSplitOverheadTiles;
+  int64_t total_cost = 0;
+  for (int i = 0; i < batch; ++i) total_cost += decode_num_tiles(cache_seqlens[i]) + overhead;
+  const int64_t payload = (total_cost + num_parts - 1) / num_parts + overhead;
+
+  int batch_idx = 0;   // next sequence to place
+  int tile_idx = 0;    // next tile of that sequence
+  int split_idx = 0;   // splits of that sequence placed so far
+  num_splits[0] = 0;
+  for (int part = 0; part < num_parts; ++part) {
+    DecodePartRange range{};
+    range.begin_batch = batch_idx;
+    range.begin_tile = tile_idx;
+    range.begin_split = split_idx;
+    range.end_batch = batch_idx - 1;  // empty until something is placed
+    range.end_tile = 0;
+    // The last part takes whatever remains, so the plan always covers everything.
+    int64_t remaining = (part == num_parts - 1) ? INT64_MAX / 2 : payload;
+    while (batch_idx < batch) {
+      const int num_tiles = decode_num_tiles(cache_seqlens[batch_idx]);
+      const int64_t rest_cost = (num_tiles - tile_idx) + overhead;
+      if (rest_cost <= remaining) {
+        // The rest of this sequence fits: its last split ends here.
+        remaining -= rest_cost;
+        range.end_batch = batch_idx;
+        range.end_tile = num_tiles;
+        num_splits[batch_idx + 1] = split_idx + 1;
+        ++batch_idx;
+        tile_idx = 0;
+        split_idx = 0;
+        continue;
+      }
+      const int64_t tiles_taken = remaining - overhead;
+      if (tiles_taken > 0) {
+        // Cut the sequence: this part computes one split of it.
+        tile_idx += static_cast<int>(tiles_taken);
+        range.end_batch = batch_idx;
+        range.end_tile = tile_idx;
+        ++split_idx;
+      }
+      break;
+    }
+    parts[part] = range;
+  }
+  for (int i = 0; i < batch; ++i) num_splits[i + 1] += num_splits[i];
+}
+
+}  // namespace flashmla::detail

@@ -1,0 +1,18 @@
+"""Shared pytest setup for the Python tests of flash_mla.
+
+The tests need a CUDA GPU and skip without one. scripts/gpu_tests.sh sets
+FLASH_MLA_REQUIRE_GPU=1 so that a device run fails loudly instead of skipping everything.
+"""
+
+import os
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("FLASH_MLA_REQUIRE_GPU") != "1":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise pytest.UsageError("FLASH_MLA_REQUIRE_GPU=1 but torch.cuda.is_available() is False")

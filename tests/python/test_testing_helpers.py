@@ -1,0 +1,94 @@
+"""The oracle itself: flash_mla.testing's reference against a naive per-head softmax, and
+check_close's acceptance rules. Runs on the CPU."""
+
+import math
+
+import pytest
+import torch
+
+testing = pytest.importorskip("flash_mla.testing")
+
+
+def naive_decode(q, k_cache, block_table, cache_seqlens, d_v, scale, causal):
+    b, s_q, h_q, d = q.shape
+    page, h_kv = k_cache.shape[1], k_cache.shape[2]
+    out = torch.zeros(b, s_q, h_q, d_v, dtype=torch.float64)
+    lse = torch.full((b, h_q, s_q), math.inf, dtype=torch.float64)
+    for i in range(b):
+        n = int(cache_seqlens[i])
+        for h in range(h_q):
+            for j in range(s_q):
+                visible = n - s_q + j + 1 if causal else n
+                if visible <= 0:
+                    continue
+                rows = []
+                for t in range(visible):
+                    rows.append(
+                        k_cache[int(block_table[i, t // page]), t % page, h // (h_q // h_kv)]
+                    )
+                kv = torch.stack(rows).double()
+                logits = kv @ q[i, j, h].double() * scale
+                lse[i, h, j] = torch.logsumexp(logits, 0)
+                out[i, j, h] = torch.softmax(logits, 0) @ kv[:, :d_v]
+    return out, lse
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("h_q,h_kv", [(4, 1), (6, 3)])
+def test_reference_matches_naive(causal: bool, h_q: int, h_kv: int):
+    inputs = testing.make_decode_inputs(
+        [0, 1, 3, 70, 130],
+        s_q=3,
+        h_q=h_q,
+        h_kv=h_kv,
+        d_qk=24,
+        dtype=torch.float32,
+        device="cpu",
+        page_block_size=8,
+        seed=4,
+    )
+    ref_out, ref_lse = testing.reference_dense_decode(
+        inputs.q, inputs.k_cache, inputs.block_table, inputs.cache_seqlens, 16, causal=causal
+    )
+    out, lse = naive_decode(
+        inputs.q, inputs.k_cache, inputs.block_table, inputs.cache_seqlens, 16, 24**-0.5, causal
+    )
+    torch.testing.assert_close(ref_out.double(), out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ref_lse.double(), lse, rtol=1e-6, atol=1e-6)
+    assert (ref_lse[0] == math.inf).all() and (ref_out[0] == 0).all()
+
+
+def test_inputs_hide_nan_only_past_the_lengths():
+    inputs = testing.make_decode_inputs(
+        [0, 5, 64, 65], s_q=1, h_q=2, h_kv=1, d_qk=8, dtype=torch.float32, device="cpu", seed=2
+    )
+    page = inputs.k_cache.shape[1]
+    used = 0
+    for i, n in enumerate(inputs.cache_seqlens.tolist()):
+        for t in range(n):
+            assert torch.isfinite(
+                inputs.k_cache[int(inputs.block_table[i, t // page]), t % page]
+            ).all()
+        pages = (n + page - 1) // page
+        if n % page:
+            assert torch.isnan(
+                inputs.k_cache[int(inputs.block_table[i, pages - 1]), n % page]
+            ).all()
+        unused = inputs.block_table[i, pages:]
+        assert ((unused < 0) | (unused >= inputs.k_cache.shape[0])).all()
+        used += n
+    assert int(torch.isfinite(inputs.k_cache).all(-1).all(-1).sum()) == used
+
+
+def test_check_close_rules():
+    ref = torch.tensor([1.0, 100.0, 0.0, math.inf])
+    testing.check_close(ref + torch.tensor([5e-4, 0.05, 9e-4, 0.0]), ref, testing.OUT_TOL)
+    with pytest.raises(AssertionError, match="1 of 4 elements"):
+        testing.check_close(ref + torch.tensor([2e-3, 0.0, 0.0, 0.0]), ref, testing.LSE_TOL)
+    with pytest.raises(AssertionError, match="inf positions differ"):
+        testing.check_close(torch.tensor([1.0, 100.0, 0.0, 5.0]), ref, testing.OUT_TOL)
+    with pytest.raises(AssertionError, match="NaN positions differ"):
+        testing.check_close(torch.tensor([math.nan, 100.0, 0.0, math.inf]), ref, testing.OUT_TOL)
+    with pytest.raises(AssertionError, match="cosine"):
+        x = torch.ones(10000)
+        testing.check_close(x * 1.01, x, testing.Tolerance(abs_tol=1.0, rel_tol=0.0, cos_tol=1e-6))
