@@ -135,7 +135,7 @@ def run_case(h_q, s_q, causal, s_k, args, anchors) -> Result:
     checked = "no NaN"
     if not args.no_check:
         rows = list(range(B)) if args.check else list(range(0, B, B // 8))
-        ref_out, ref_lse = reference_dense_decode(
+        ref_out, ref_lse, out_abs, logit_scale = reference_dense_decode(
             inputs.q,
             inputs.k_cache,
             inputs.block_table,
@@ -143,8 +143,9 @@ def run_case(h_q, s_q, causal, s_k, args, anchors) -> Result:
             D_V,
             causal=causal,
             batch_indices=rows,
+            return_error_scales=True,
         )
-        check_decode(out[rows], lse[rows], ref_out, ref_lse)
+        check_decode(out[rows], lse[rows], ref_out, ref_lse, out_abs, logit_scale)
         checked = f"reference, {len(rows)} of {B} sequences"
 
     t = time_us(call, args.warmup, args.reps)

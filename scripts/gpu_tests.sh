@@ -8,10 +8,10 @@
 #               the device has no network, so carry third_party/cutlass there)
 #   install     pip install --no-build-isolation --no-deps . (builds flash_mla._C), import check
 #   pytest      python3 -m pytest tests/python (FLASH_MLA_REQUIRE_GPU=1: no silent skips)
-#   cpp-build   CMake + Ninja build of the C++ tests in build-gpu/
-#   cpp-tests   build-gpu/flashmla_gpu_tests
+#   cpp-build   CMake + Ninja build of the C++ tests in $BUILD_DIR (default build/)
+#   cpp-tests   $BUILD_DIR/flashmla_gpu_tests
 #   sanitize    compute-sanitizer memcheck and racecheck of flashmla_gpu_tests, filtered by
-#               $SANITIZER_FILTER (gtest filter, default "*")
+#               $SANITIZER_FILTER (gtest filter, default: a few small cases)
 #   bench       bench/bench_dense_decode.py (JSON into the log directory)
 # A device command may run 10 minutes at most and the two builds (pip and CMake) compile the
 # same kernels, so a first run may need splitting: --stages install,pytest then
@@ -40,6 +40,7 @@ done
 stages+="$extra"
 
 jobs="${MAX_JOBS:-16}"
+build_dir="${BUILD_DIR:-build}"  # shared with scripts/test.sh: one CMake build
 log_dir="${LOG_DIR:-${OUT:-$root/build-logs}}"
 mkdir -p "$log_dir"
 python="${PYTHON:-python3}"
@@ -90,15 +91,23 @@ stage_install() {
 }
 
 stage_cpp_build() {
-  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release &&
-    cmake --build build-gpu -j "$jobs"
+  # CMAKE_ARGS: extra configure arguments, e.g. -DGTEST_SOURCE_DIR=... where GoogleTest is
+  # not installed (the GPU machine has none; carry a source tree).
+  local extra=()
+  read -r -a extra <<<"${CMAKE_ARGS:-}"
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${extra[@]+"${extra[@]}"} &&
+    cmake --build "$build_dir" -j "$jobs"
 }
 
 stage_sanitize() {
-  local filter="${SANITIZER_FILTER:-*}" rc=0
-  compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/flashmla_gpu_tests \
+  # A few small cases cover every code path (splits, causal, GQA, empty rows, 512-wide heads,
+  # 128-token pages); the whole grid under the sanitizers would take far too long.
+  local default_filter='Grid/*bf16_d576_hq16_hkv1_sq2_b*:Grid/*fp16_d512_hq6_hkv3_sq3_causal*'
+  default_filter+=':Special/*lengths_below_s_q*:Special/*all_empty*:Special/*page*128*'
+  local filter="${SANITIZER_FILTER:-$default_filter}" rc=0
+  compute-sanitizer --tool memcheck --error-exitcode 1 "$build_dir"/flashmla_gpu_tests \
     --gtest_filter="$filter" || rc=1
-  compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/flashmla_gpu_tests \
+  compute-sanitizer --tool racecheck --error-exitcode 1 "$build_dir"/flashmla_gpu_tests \
     --gtest_filter="$filter" || rc=1
   return $rc
 }
@@ -121,14 +130,14 @@ fi
 if wants cpp-build; then run_stage cpp-build stage_cpp_build; fi
 
 if wants cpp-tests; then
-  if [[ -x build-gpu/flashmla_gpu_tests ]]; then
-    run_stage cpp-tests build-gpu/flashmla_gpu_tests
-  else skip_stage cpp-tests "build-gpu/flashmla_gpu_tests not built"; fi
+  if [[ -x "$build_dir"/flashmla_gpu_tests ]]; then
+    run_stage cpp-tests "$build_dir"/flashmla_gpu_tests
+  else skip_stage cpp-tests "$build_dir/flashmla_gpu_tests not built"; fi
 fi
 
 if wants sanitize; then
-  if [[ -x build-gpu/flashmla_gpu_tests ]]; then run_stage sanitize stage_sanitize
-  else skip_stage sanitize "build-gpu/flashmla_gpu_tests not built"; fi
+  if [[ -x "$build_dir"/flashmla_gpu_tests ]]; then run_stage sanitize stage_sanitize
+  else skip_stage sanitize "$build_dir/flashmla_gpu_tests not built"; fi
 fi
 
 if wants bench; then

@@ -39,11 +39,14 @@ def check_close(
     *,
     name: str = "out",
     max_report: int = 5,
-) -> None:
+    bound: Optional[torch.Tensor] = None,
+) -> int:
     """Raises AssertionError unless `actual` matches `expected` within `tol`.
 
     +inf, -inf and NaN must sit at identical positions; they are then left out of the numeric
     checks. The message lists the number of failing elements and the first few indices.
+    `bound` (shape of `expected`), if given, is a per-element error bound that also lets an
+    element pass; returns how many elements passed only by it.
     """
     if tuple(actual.shape) != tuple(expected.shape):
         raise AssertionError(
@@ -70,6 +73,11 @@ def check_close(
     e = torch.where(finite, e, 0.0)
     err = (a - e).abs()
     passed = (err < tol.abs_tol) | (err < tol.rel_tol * e.abs())
+    by_bound_only = 0
+    if bound is not None:
+        within = finite & (err <= bound.to(device=err.device, dtype=torch.float64))
+        by_bound_only = int((within & ~passed).sum())
+        passed = passed | within
     if not bool(passed.all()):
         failed = ~passed
         details = ", ".join(
@@ -87,15 +95,53 @@ def check_close(
             raise AssertionError(
                 f"{name}: 1 - cosine similarity = {cos_diff:.3g} >= {tol.cos_tol:g}"
             )
+    return by_bound_only
+
+
+# Unit roundoff of the dtype P is rounded to before the P V tensor-core product.
+UNIT_ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
+# lse inherits the float32 rounding of the largest logit and of the log of the row sum.
+LSE_ROUNDING = 2.0**-21
+# Totals over a test session of elements that passed only by the rounding bounds (printed by
+# tests/python/conftest.py, so the numbers are seen, not hidden).
+ROUNDING_BOUND_STATS = {"checks": 0, "out_elements": 0, "out_within_rounding_bound_only": 0,
+                        "lse_within_rounding_bound_only": 0}
 
 
 def check_decode(
-    out: torch.Tensor, lse: torch.Tensor, ref_out: torch.Tensor, ref_lse: torch.Tensor
-) -> None:
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    ref_out: torch.Tensor,
+    ref_lse: torch.Tensor,
+    out_abs: Optional[torch.Tensor] = None,
+    logit_scale: Optional[torch.Tensor] = None,
+) -> dict[str, int]:
     """Checks a decode result against the reference with the project tolerances. The reference
-    output is rounded to the dtype of `out` first, as the kernel's output is."""
-    check_close(out, ref_out.to(out.dtype), OUT_TOL, name="out")
-    check_close(lse, ref_lse, LSE_TOL, name="lse")
+    output is rounded to the dtype of `out` first, as the kernel's output is.
+
+    With the error scales of reference_dense_decode(return_error_scales=True), an element that
+    misses the fixed tolerance still passes when its error is within the rounding the
+    arithmetic cannot avoid: P (the softmax weights w_t) is rounded to the input dtype before
+    the tensor-core product, as in FlashMLA, so |err| <= u * (sum_t w_t |v_t| + |ref|) with u
+    the dtype's unit roundoff; lse may be off by the float32 rounding of its terms,
+    2^-21 * (logit_scale + |lse|). Returns how many elements passed only by those bounds.
+    """
+    bound_out = bound_lse = None
+    if out_abs is not None:
+        u = UNIT_ROUNDOFF[out.dtype]
+        bound_out = u * (out_abs.double() + ref_out.double().abs())
+    if logit_scale is not None:
+        finite = ref_lse.isfinite()
+        bound_lse = LSE_ROUNDING * torch.where(
+            finite, logit_scale.double() + ref_lse.double().abs(), 0.0
+        )
+    n_out = check_close(out, ref_out.to(out.dtype), OUT_TOL, name="out", bound=bound_out)
+    n_lse = check_close(lse, ref_lse, LSE_TOL, name="lse", bound=bound_lse)
+    ROUNDING_BOUND_STATS["checks"] += 1
+    ROUNDING_BOUND_STATS["out_elements"] += out.numel()
+    ROUNDING_BOUND_STATS["out_within_rounding_bound_only"] += n_out
+    ROUNDING_BOUND_STATS["lse_within_rounding_bound_only"] += n_lse
+    return {"out_within_rounding_bound_only": n_out, "lse_within_rounding_bound_only": n_lse}
 
 
 @torch.no_grad()
@@ -109,12 +155,16 @@ def reference_dense_decode(
     causal: bool = False,
     batch_indices: Optional[Sequence[int]] = None,
     compute_dtype: torch.dtype = torch.float64,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    return_error_scales: bool = False,
+):
     """Dense MLA decoding in plain PyTorch (spec section 1).
 
     Returns out [n, s_q, h_q, head_dim_v] and lse [n, h_q, s_q], both float32, for the n
     sequences of `batch_indices` (all by default). A query that attends to no token gets
-    out = 0 and lse = +inf.
+    out = 0 and lse = +inf. With return_error_scales, also returns the scales that bound the
+    kernel's inherent rounding error (see check_decode): out_abs = sum_t w_t |v_t| (layout of
+    out) and logit_scale [n, h_q, s_q] = max |logit| + max sum_i |q_i k_i| * softmax_scale over
+    the attended tokens (0 when none).
     """
     b, s_q, h_q, d_qk = q.shape
     page_block_size, h_kv = k_cache.shape[1], k_cache.shape[2]
@@ -127,6 +177,8 @@ def reference_dense_decode(
 
     out = torch.zeros(len(rows), s_q, h_q, head_dim_v, dtype=torch.float32, device=device)
     lse = torch.full((len(rows), h_q, s_q), math.inf, dtype=torch.float32, device=device)
+    out_abs = torch.zeros_like(out) if return_error_scales else None
+    logit_scale = torch.zeros_like(lse) if return_error_scales else None
     for row, i in enumerate(rows):
         n = int(lengths[i])
         if n <= 0:
@@ -148,6 +200,18 @@ def reference_dense_decode(
         o = torch.bmm(probs.view(h_kv, group * s_q, n), kv[..., :head_dim_v])
         out[row] = o.view(h_q, s_q, head_dim_v).permute(1, 0, 2).float()
         lse[row] = torch.where(attends, row_lse, math.inf).view(h_q, s_q).float()
+        if return_error_scales:
+            o_abs = torch.bmm(probs.view(h_kv, group * s_q, n), kv[..., :head_dim_v].abs())
+            out_abs[row] = o_abs.view(h_q, s_q, head_dim_v).permute(1, 0, 2).float()
+            # Largest |logit| plus the largest sum_i |q_i k_i| (the magnitude whose float32
+            # rounding a logit inherits), over the attended tokens.
+            attended = logits.isfinite()
+            magnitude = torch.bmm(qi.abs(), kv.abs().transpose(1, 2)).mul_(scale)
+            magnitude = magnitude.view(h_kv, group, s_q, n).masked_fill(~attended, 0.0)
+            bound = magnitude.amax(dim=-1) + logits.masked_fill(~attended, 0.0).abs().amax(dim=-1)
+            logit_scale[row] = bound.view(h_q, s_q).float()
+    if return_error_scales:
+        return out, lse, out_abs, logit_scale
     return out, lse
 
 

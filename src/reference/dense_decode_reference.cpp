@@ -105,15 +105,17 @@ struct WorkItem {
 
 // Per-thread buffers, reused across items.
 struct Scratch {
-  std::vector<double> q_t;     // [row blocks][head_dim_qk][kRowBlock]
-  std::vector<double> scores;  // [row blocks][tokens][kRowBlock]: logits, then weights
-  std::vector<double> acc;     // [row blocks][kRowBlock][head_dim_v]
-  std::vector<float> keys;     // [kTileTokens][columns]
+  std::vector<double> q_t;      // [row blocks][head_dim_qk][kRowBlock]
+  std::vector<double> scores;   // [row blocks][tokens][kRowBlock]: logits, then weights
+  std::vector<double> acc;      // [row blocks][kRowBlock][head_dim_v]
+  std::vector<double> acc_abs;  // like acc, of w * |v| (only when out_abs is requested)
+  std::vector<float> keys;      // [kTileTokens][columns]
 };
 
 class ItemComputer {
  public:
-  ItemComputer(const DenseDecodeParams& p, float* out, float* lse) : p_(p), out_(out), lse_(lse) {}
+  ItemComputer(const DenseDecodeParams& p, float* out, float* lse, float* out_abs, float* max_logit)
+      : p_(p), out_(out), lse_(lse), out_abs_(out_abs), max_logit_(max_logit) {}
 
   void run(const WorkItem& item, Scratch& s) const {
     const int group = p_.num_heads_q / p_.num_heads_kv;
@@ -159,11 +161,13 @@ class ItemComputer {
     // Softmax per row: logits become normalised weights (0 past the row's causal limit, and
     // for the padding rows of the last block, whose limit stays 0).
     double row_lse[kItemRowBlocks * kRowBlock];
+    double row_max[kItemRowBlocks * kRowBlock];
     for (int r = 0; r < blocks * kRowBlock; ++r) {
       double* scores = &s.scores[size_t(r / kRowBlock) * max_limit * kRowBlock + r % kRowBlock];
       const auto at = [&](int64_t t) -> double& { return scores[t * kRowBlock]; };
       if (limit[r] == 0) {
         row_lse[r] = std::numeric_limits<double>::infinity();
+        row_max[r] = -std::numeric_limits<double>::infinity();
         for (int64_t t = 0; t < max_limit; ++t) at(t) = 0.0;
         continue;
       }
@@ -172,12 +176,15 @@ class ItemComputer {
       double sum = 0.0;
       for (int64_t t = 0; t < limit[r]; ++t) sum += std::exp(at(t) - max_logit);
       row_lse[r] = max_logit + std::log(sum);
+      row_max[r] = max_logit;
       for (int64_t t = 0; t < limit[r]; ++t) at(t) = std::exp(at(t) - max_logit) / sum;
       for (int64_t t = limit[r]; t < max_limit; ++t) at(t) = 0.0;
     }
 
     // Pass 2: weighted sum of the V rows (the first d_v columns of K).
     s.acc.assign(size_t(blocks) * kRowBlock * d_v, 0.0);
+    const bool want_abs = out_abs_ != nullptr;
+    if (want_abs) s.acc_abs.assign(size_t(blocks) * kRowBlock * d_v, 0.0);
     for (int64_t t0 = 0; t0 < max_limit; t0 += kTileTokens) {
       const int tile = static_cast<int>(std::min<int64_t>(kTileTokens, max_limit - t0));
       load_keys(item, t0, tile, d_v, s.keys);
@@ -190,6 +197,10 @@ class ItemComputer {
             if (w == 0.0) continue;  // masked, padding, or underflowed: adds nothing
             double* acc = &s.acc[(size_t(b) * kRowBlock + r) * d_v];
             for (int d = 0; d < d_v; ++d) acc[d] += w * value[d];
+            if (want_abs) {
+              double* acc_abs = &s.acc_abs[(size_t(b) * kRowBlock + r) * d_v];
+              for (int d = 0; d < d_v; ++d) acc_abs[d] += w * std::fabs(value[d]);
+            }
           }
         }
       }
@@ -200,12 +211,19 @@ class ItemComputer {
       const int query_idx = row / group;
       const int head = item.kv_head * group + row % group;
       const double* acc = &s.acc[size_t(r) * d_v];  // blocks are contiguous: r indexes directly
-      float* o =
-          out_ +
+      const int64_t out_offset =
           ((int64_t(item.batch_idx) * p_.seqlen_q + query_idx) * p_.num_heads_q + head) * d_v;
+      float* o = out_ + out_offset;
       for (int d = 0; d < d_v; ++d) o[d] = static_cast<float>(acc[d]);
-      lse_[(int64_t(item.batch_idx) * p_.num_heads_q + head) * p_.seqlen_q + query_idx] =
-          static_cast<float>(row_lse[r]);
+      const int64_t lse_offset =
+          (int64_t(item.batch_idx) * p_.num_heads_q + head) * p_.seqlen_q + query_idx;
+      lse_[lse_offset] = static_cast<float>(row_lse[r]);
+      if (want_abs) {
+        const double* acc_abs = &s.acc_abs[size_t(r) * d_v];
+        float* o_abs = out_abs_ + out_offset;
+        for (int d = 0; d < d_v; ++d) o_abs[d] = static_cast<float>(acc_abs[d]);
+      }
+      if (max_logit_ != nullptr) max_logit_[lse_offset] = static_cast<float>(row_max[r]);
     }
   }
 
@@ -242,6 +260,8 @@ class ItemComputer {
   const DenseDecodeParams& p_;
   float* out_;
   float* lse_;
+  float* out_abs_;    // optional
+  float* max_logit_;  // optional
 };
 
 int usable_threads() {
@@ -278,7 +298,8 @@ void run_items(const ItemComputer& computer, const std::vector<WorkItem>& items,
 
 }  // namespace
 
-void dense_decode_reference(const DenseDecodeParams& params, float* out, float* lse) {
+void dense_decode_reference(const DenseDecodeParams& params, float* out, float* lse, float* out_abs,
+                            float* max_logit) {
   check_inputs(params, out, lse);
   const int rows = params.seqlen_q * (params.num_heads_q / params.num_heads_kv);
   // Big items share each converted K tile among more rows; small ones give every thread
@@ -298,7 +319,7 @@ void dense_decode_reference(const DenseDecodeParams& params, float* out, float* 
     macs += double(rows) * params.num_heads_kv * params.cache_seqlens[i] *
             (params.head_dim_qk + params.head_dim_v);
   }
-  run_items(ItemComputer(params, out, lse), items, macs);
+  run_items(ItemComputer(params, out, lse, out_abs, max_logit), items, macs);
 }
 
 void round_output_to_dtype(const DenseDecodeParams& params, const float* out, uint16_t* out_bits,

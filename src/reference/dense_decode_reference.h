@@ -17,7 +17,15 @@ namespace flashmla::reference {
 // entries a sequence needs are read. Throws flashmla::Error on shapes it cannot compute, a
 // negative length, a length needing more than max_blocks_per_seq pages, or a used table entry
 // outside [0, num_blocks). Uses several threads for large problems.
-void dense_decode_reference(const DenseDecodeParams& params, float* out, float* lse);
+//
+// Optional extras (computed in the same pass when non-null), for rounding-aware comparisons:
+//   out_abs:   [batch, seqlen_q, num_heads_q, head_dim_v] (the layout of out):
+//              sum over attended tokens t of w_t * |v_t[c]|, w_t the softmax weights (0 for a
+//              query that attends to no token);
+//   max_logit: [batch, num_heads_q, seqlen_q] (the layout of lse): the largest scaled logit
+//              softmax_scale * q.k over the attended tokens (-inf when there are none).
+void dense_decode_reference(const DenseDecodeParams& params, float* out, float* lse,
+                            float* out_abs = nullptr, float* max_logit = nullptr);
 
 // Stores `out` (as produced above) into `params.dtype` bits, rounded to nearest even: what an
 // exact kernel would write. `count` = batch * seqlen_q * num_heads_q * head_dim_v.

@@ -39,6 +39,8 @@ Result run_reference(const DenseDecodeParams& p) {
 struct BruteResult {
   std::vector<long double> out;
   std::vector<long double> lse;
+  std::vector<long double> out_abs;    // sum_t w_t |v_t|, layout of out
+  std::vector<long double> max_logit;  // largest scaled logit (-inf when none), layout of lse
 };
 
 // The spec, written as directly as possible: gather sequence i's K rows page by page into a
@@ -54,6 +56,8 @@ BruteResult brute_force(const DenseDecodeParams& p) {
   BruteResult r;
   r.out.assign(size_t(b) * s_q * h_q * d_v, 0.0L);
   r.lse.assign(size_t(b) * h_q * s_q, 0.0L);
+  r.out_abs.assign(r.out.size(), 0.0L);
+  r.max_logit.assign(r.lse.size(), -std::numeric_limits<long double>::infinity());
   for (int i = 0; i < b; ++i) {
     const int len = p.cache_seqlens[i];
     for (int kv = 0; kv < p.num_heads_kv; ++kv) {
@@ -70,6 +74,7 @@ BruteResult brute_force(const DenseDecodeParams& p) {
           if (p.causal && s_q > 1) visible = std::max(0, std::min(len, len - s_q + j + 1));
           long double* lse = &r.lse[(size_t(i) * h_q + h) * s_q + j];
           long double* out = &r.out[((size_t(i) * s_q + j) * h_q + h) * d_v];
+          long double* out_abs = &r.out_abs[((size_t(i) * s_q + j) * h_q + h) * d_v];
           if (visible == 0) {
             *lse = std::numeric_limits<long double>::infinity();
             continue;
@@ -87,9 +92,13 @@ BruteResult brute_force(const DenseDecodeParams& p) {
           long double sum = 0;
           for (long double l : logits) sum += std::exp(l - max_logit);
           *lse = max_logit + std::log(sum);
+          r.max_logit[(size_t(i) * h_q + h) * s_q + j] = max_logit;
           for (int t = 0; t < visible; ++t) {
             const long double weight = std::exp(logits[t] - max_logit) / sum;
-            for (int d = 0; d < d_v; ++d) out[d] += weight * keys[t][d];
+            for (int d = 0; d < d_v; ++d) {
+              out[d] += weight * keys[t][d];
+              out_abs[d] += weight * std::fabs(keys[t][d]);
+            }
           }
         }
       }
@@ -206,6 +215,57 @@ TEST_P(ReferenceVsBruteForce, Matches) {
 INSTANTIATE_TEST_SUITE_P(Cases, ReferenceVsBruteForce, ::testing::ValuesIn(random_cases()),
                          [](const auto& info) { return std::string(info.param.name); });
 
+// The optional extras (out_abs, max_logit) against the brute force; asking for them must not
+// change out or lse.
+void expect_extras_match_brute_force(const DenseDecodeParams& p) {
+  const Result plain = run_reference(p);
+  Result got;
+  got.out.assign(plain.out.size(), -777.f);
+  got.lse.assign(plain.lse.size(), -777.f);
+  std::vector<float> out_abs(plain.out.size(), -777.f), max_logit(plain.lse.size(), -777.f);
+  dense_decode_reference(p, got.out.data(), got.lse.data(), out_abs.data(), max_logit.data());
+  EXPECT_EQ(got.out, plain.out);
+  EXPECT_EQ(got.lse, plain.lse);
+  const BruteResult want = brute_force(p);
+  int failures = 0;
+  for (size_t e = 0; e < want.out_abs.size() && failures < 10; ++e) {
+    const long double w = want.out_abs[e];
+    if (!(std::fabs(out_abs[e] - w) <= 1.5e-7L * w + 1e-12L)) {
+      ADD_FAILURE() << "out_abs[" << e << "] = " << out_abs[e] << ", brute force " << double(w);
+      ++failures;
+    }
+  }
+  for (size_t e = 0; e < want.max_logit.size() && failures < 10; ++e) {
+    const long double w = want.max_logit[e];
+    const bool ok = std::isinf(w) ? (max_logit[e] == -kInf)
+                                  : std::fabs(max_logit[e] - w) <= 1.5e-7L * std::fabs(w) + 1e-12L;
+    if (!ok) {
+      ADD_FAILURE() << "max_logit[" << e << "] = " << max_logit[e] << ", brute force " << double(w);
+      ++failures;
+    }
+  }
+}
+
+TEST(ReferenceExtras, MatchBruteForce) {
+  constexpr auto bf16 = ScalarType::kBFloat16;
+  constexpr auto fp16 = ScalarType::kFloat16;
+  {
+    SCOPED_TRACE("bf16 causal, empty and short sequences");
+    DenseDecodeHostData data(make_case(bf16, 576, 3, 1, 3, true, {0, 1, 2, 65, 130}, 64, 30));
+    expect_extras_match_brute_force(data.params());
+  }
+  {
+    SCOPED_TRACE("fp16 hkv2, page 128");
+    DenseDecodeHostData data(make_case(fp16, 512, 6, 2, 2, false, {129, 3, 0}, 128, 31));
+    expect_extras_match_brute_force(data.params());
+  }
+  {
+    SCOPED_TRACE("bf16 several threads and items");
+    DenseDecodeHostData data(make_case(bf16, 576, 40, 1, 2, true, {1500, 900}, 64, 32));
+    expect_extras_match_brute_force(data.params());
+  }
+}
+
 TEST(ReferenceVsBruteForce, InfWhereNothingIsVisible) {
   // s_q = 4, causal: sequence of length 2 -> queries 0 and 1 see nothing.
   DenseDecodeHostData data(make_case(ScalarType::kBFloat16, 576, 2, 1, 4, true, {2, 0}, 64, 19));
@@ -271,6 +331,24 @@ TEST_F(ExactReference, EqualLogitsAverageTheValueRows) {
   for (int d = 0; d < 4; ++d) ASSERT_EQ(r.out[d], 2.f) << d;
   // logits 0.125 * 8 = 1 each: lse = 1 + log 2.
   EXPECT_EQ(r.lse[0], static_cast<float>(1.0 + std::log(2.0)));
+}
+
+TEST_F(ExactReference, ExtrasOfEqualLogitsWithSignedValues) {
+  // Values -10 + d % 7 and 20 + d % 7 with weights 1/2 each: out = 5 + d % 7, but
+  // sum w |v| = (10 - d % 7 + 20 + d % 7) / 2 = 15. Both logits are 1.
+  DenseDecodeHostData data(base(1, {2}));
+  fill_q(data, 0, 0, 1.f);
+  fill_k(data, 0, 0, 2.f, -10.f);
+  fill_k(data, 0, 1, 2.f, 20.f);
+  const DenseDecodeParams p = data.params();
+  std::vector<float> out(512), lse(1), out_abs(512), max_logit(1);
+  dense_decode_reference(p, out.data(), lse.data(), out_abs.data(), max_logit.data());
+  for (int d = 4; d < 512; ++d) {
+    ASSERT_EQ(out[d], 5.f + float(d % 7)) << d;
+    ASSERT_EQ(out_abs[d], 15.f) << d;
+  }
+  for (int d = 0; d < 4; ++d) ASSERT_EQ(out_abs[d], 2.f) << d;
+  EXPECT_EQ(max_logit[0], 1.f);
 }
 
 TEST_F(ExactReference, CausalBottomRightAligned) {

@@ -16,3 +16,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if not torch.cuda.is_available():
         raise pytest.UsageError("FLASH_MLA_REQUIRE_GPU=1 but torch.cuda.is_available() is False")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Shows how many elements passed only by the rounding bounds of flash_mla.testing."""
+    try:
+        from flash_mla.testing import ROUNDING_BOUND_STATS
+    except ImportError:
+        return
+    if ROUNDING_BOUND_STATS["checks"]:
+        terminalreporter.write_line(f"decode checks, rounding-bound usage: {ROUNDING_BOUND_STATS}")

@@ -35,10 +35,16 @@ def new_inputs(seqlens, capacity=None, seed: int = 0) -> DecodeInputs:
 
 
 def check_against_reference(inputs: DecodeInputs, out: torch.Tensor, lse: torch.Tensor) -> None:
-    ref_out, ref_lse = reference_dense_decode(
-        inputs.q, inputs.k_cache, inputs.block_table, inputs.cache_seqlens, D_V, causal=True
+    ref_out, ref_lse, out_abs, logit_scale = reference_dense_decode(
+        inputs.q,
+        inputs.k_cache,
+        inputs.block_table,
+        inputs.cache_seqlens,
+        D_V,
+        causal=True,
+        return_error_scales=True,
     )
-    check_decode(out, lse, ref_out, ref_lse)
+    check_decode(out, lse, ref_out, ref_lse, out_abs, logit_scale)
 
 
 def decode(inputs: DecodeInputs, metadata, num_splits):

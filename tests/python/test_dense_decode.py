@@ -60,7 +60,7 @@ def run_and_check(inputs, metadata, num_splits, causal: bool, softmax_scale=None
     b, s_q, h_q, _ = inputs.q.shape
     assert out.shape == (b, s_q, h_q, D_V) and out.dtype == inputs.q.dtype
     assert lse.shape == (b, h_q, s_q) and lse.dtype == torch.float32
-    ref_out, ref_lse = reference_dense_decode(
+    ref_out, ref_lse, out_abs, logit_scale = reference_dense_decode(
         inputs.q,
         inputs.k_cache,
         inputs.block_table,
@@ -68,8 +68,9 @@ def run_and_check(inputs, metadata, num_splits, causal: bool, softmax_scale=None
         D_V,
         softmax_scale=softmax_scale,
         causal=causal,
+        return_error_scales=True,
     )
-    check_decode(out, lse, ref_out, ref_lse)
+    check_decode(out, lse, ref_out, ref_lse, out_abs, logit_scale)
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])

@@ -92,3 +92,15 @@ def test_check_close_rules():
     with pytest.raises(AssertionError, match="cosine"):
         x = torch.ones(10000)
         testing.check_close(x * 1.01, x, testing.Tolerance(abs_tol=1.0, rel_tol=0.0, cos_tol=1e-6))
+
+
+def test_check_close_rounding_bound():
+    """An element past the fixed tolerance passes only within its bound, and is counted."""
+    ref = torch.tensor([0.01, 1.0, 0.0])
+    actual = ref + torch.tensor([2e-3, 0.0, 0.0])
+    with pytest.raises(AssertionError):
+        testing.check_close(actual, ref, testing.OUT_TOL)
+    bound = torch.tensor([3e-3, 0.0, 0.0], dtype=torch.float64)
+    assert testing.check_close(actual, ref, testing.OUT_TOL, bound=bound) == 1
+    with pytest.raises(AssertionError):
+        testing.check_close(actual, ref, testing.OUT_TOL, bound=bound / 2)

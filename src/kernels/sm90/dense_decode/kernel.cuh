@@ -16,7 +16,9 @@
 
 namespace flashmla::sm90 {
 
-// Named barriers (id 0 is __syncthreads).
+// Named barriers (id 0 is __syncthreads). Both warpgroups sync (rather than one arriving)
+// on the hand-overs: the other side is already waiting there in the steady state, so it costs
+// nothing, and every shared-memory hand-off is then a full barrier for racecheck too.
 enum DenseDecodeBarrier : uint32_t {
   kProbsReady = 1,    // warpgroup 0 wrote P and the row rescale factors
   kProbsFree = 2,     // warpgroup 1 finished reading P
@@ -217,7 +219,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           }
         }
         fence_view_async_shared();
-        named_barrier_arrive(kProbsReady, Traits::kNumThreads);
+        named_barrier_sync(kProbsReady, Traits::kNumThreads);
 
         // O[:, 0:256] = O * rescale + P V.
         rescale_rows(acc, rescale);
@@ -248,7 +250,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           write_row_lse(p, target, m_block * Traits::kBlockM + row, lse);
         }
       }
-      named_barrier_arrive(kStatsReady, Traits::kNumThreads);
+      named_barrier_sync(kStatsReady, Traits::kNumThreads);
       write_output_half<Traits>(p, target, acc, 0, inv_sum, thread_in_wg);
     } else {
       for (int tile = tiles.first; tile < tiles.last; ++tile, ++tile_index) {
@@ -270,7 +272,6 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         wgmma_commit();
         wgmma_wait<0>();
         fence_registers(acc);
-        if (tile_index + 1 < total_tiles) named_barrier_arrive(kProbsFree, Traits::kNumThreads);
         if (lane == 0) mbarrier_arrive(&smem.empty_barrier[stage]);
 
         // Refill this stage with the tile kNumStages ahead once all 8 warps have left it.
@@ -280,6 +281,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           issue_kv_tile<Traits>(p, &k_map, smem, stage, cursor.batch, cursor.tile, kv_head);
         }
         __syncwarp();  // reconverge the producer's warp before the next aligned barrier
+        if (tile_index + 1 < total_tiles) named_barrier_sync(kProbsFree, Traits::kNumThreads);
       }
       named_barrier_sync(kStatsReady, Traits::kNumThreads);
       float inv_sum[2];
