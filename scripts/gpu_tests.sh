@@ -40,6 +40,8 @@ done
 stages+="$extra"
 
 jobs="${MAX_JOBS:-16}"
+# A hung kernel must fail its stage, not the whole run: every GPU stage runs under a timeout.
+limit="${STAGE_TIMEOUT:-900}"
 build_dir="${BUILD_DIR:-build}"  # shared with scripts/test.sh: one CMake build
 log_dir="${LOG_DIR:-${OUT:-$root/build-logs}}"
 mkdir -p "$log_dir"
@@ -105,9 +107,9 @@ stage_sanitize() {
   local default_filter='Grid/*bf16_d576_hq16_hkv1_sq2_b*:Grid/*fp16_d512_hq6_hkv3_sq3_causal*'
   default_filter+=':Special/*lengths_below_s_q*:Special/*all_empty*:Special/*page*128*'
   local filter="${SANITIZER_FILTER:-$default_filter}" rc=0
-  compute-sanitizer --tool memcheck --error-exitcode 1 "$build_dir"/flashmla_gpu_tests \
+  timeout "$limit" compute-sanitizer --tool memcheck --error-exitcode 1 "$build_dir"/flashmla_gpu_tests \
     --gtest_filter="$filter" || rc=1
-  compute-sanitizer --tool racecheck --error-exitcode 1 "$build_dir"/flashmla_gpu_tests \
+  timeout "$limit" compute-sanitizer --tool racecheck --error-exitcode 1 "$build_dir"/flashmla_gpu_tests \
     --gtest_filter="$filter" || rc=1
   return $rc
 }
@@ -122,7 +124,7 @@ if wants install; then run_stage install stage_install; fi
 if wants pytest; then
   if [[ "${status_of[install]:-PASS}" == FAIL ]]; then skip_stage pytest "install failed"
   else
-    run_stage pytest env FLASH_MLA_REQUIRE_GPU=1 "$python" -m pytest -q -rs --durations=10 \
+    run_stage pytest timeout "$limit" env FLASH_MLA_REQUIRE_GPU=1 "$python" -m pytest -q -rs --durations=10 \
       -p no:cacheprovider tests/python
   fi
 fi
@@ -131,7 +133,7 @@ if wants cpp-build; then run_stage cpp-build stage_cpp_build; fi
 
 if wants cpp-tests; then
   if [[ -x "$build_dir"/flashmla_gpu_tests ]]; then
-    run_stage cpp-tests "$build_dir"/flashmla_gpu_tests
+    run_stage cpp-tests timeout "$limit" "$build_dir"/flashmla_gpu_tests
   else skip_stage cpp-tests "$build_dir/flashmla_gpu_tests not built"; fi
 fi
 
@@ -143,7 +145,7 @@ fi
 if wants bench; then
   if [[ "${status_of[install]:-PASS}" == FAIL ]]; then skip_stage bench "install failed"
   else
-    run_stage bench "$python" bench/bench_dense_decode.py --json "$log_dir/bench_dense_decode.json"
+    run_stage bench timeout "$limit" "$python" bench/bench_dense_decode.py --json "$log_dir/bench_dense_decode.json"
   fi
 fi
 

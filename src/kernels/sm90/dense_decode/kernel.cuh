@@ -201,7 +201,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         }
 
         // Hand P and the rescale factors to warpgroup 1.
-        if (tile_index > 0) named_barrier_sync(kProbsFree, Traits::kNumThreads);
+        // Within a sequence only: across sequences the __syncthreads before loading Q orders it
+        // (and warpgroup 1 must not block here while warpgroup 0 waits in its epilogue).
+        if (tile > tiles.first) named_barrier_sync(kProbsFree, Traits::kNumThreads);
         {
           char* p_bytes = reinterpret_cast<char*>(smem.p);
 #pragma unroll
@@ -281,7 +283,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           issue_kv_tile<Traits>(p, &k_map, smem, stage, cursor.batch, cursor.tile, kv_head);
         }
         __syncwarp();  // reconverge the producer's warp before the next aligned barrier
-        if (tile_index + 1 < total_tiles) named_barrier_sync(kProbsFree, Traits::kNumThreads);
+        if (tile + 1 < tiles.last) named_barrier_sync(kProbsFree, Traits::kNumThreads);
       }
       named_barrier_sync(kStatsReady, Traits::kNumThreads);
       float inv_sum[2];
