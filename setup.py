@@ -9,6 +9,7 @@ third_party/cutlass, which scripts/fetch_cutlass.sh fills when it is missing.
 """
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,6 +17,42 @@ from setuptools import setup
 from torch.utils.cpp_extension import BuildExtension, CUDAExtension
 
 ROOT = Path(__file__).resolve().parent
+
+
+def links_shared_libstdcxx(cxx: str) -> bool:
+    """Whether `cxx` links the shared libstdc++ (it can name the library's path)."""
+    try:
+        found = subprocess.run(
+            [cxx, "-print-file-name=libstdc++.so"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        return False
+    return os.path.isabs(found)
+
+
+def choose_cxx() -> None:
+    """Builds with a C++ compiler that links the shared libstdc++, as PyTorch does.
+
+    Seen on a GPU machine: the first g++ on PATH (/opt/gcc/bin/g++) had no libstdc++.so and
+    linked the static archive into the extension; formatting an error message then crashed in
+    that second copy of libstdc++ (std::ostream against the other copy's locale). CXX, when
+    set and fit, is kept; one that would link libstdc++ statically is replaced, with a note.
+    """
+    chosen = os.environ.get("CXX")
+    if chosen and links_shared_libstdcxx(chosen):
+        return
+    candidates = [shutil.which("g++"), shutil.which("c++"), "/usr/bin/g++", "/usr/bin/c++"]
+    for cxx in candidates:
+        if cxx and os.path.exists(cxx) and links_shared_libstdcxx(cxx):
+            if chosen:
+                print(f"note: CXX={chosen} links libstdc++ statically; building with {cxx}")
+            os.environ["CXX"] = cxx
+            os.environ["LDSHARED"] = f"{cxx} -shared"
+            return
+    print("warning: no C++ compiler found that links the shared libstdc++; the extension may crash")
+
+
+choose_cxx()
 
 
 def cutlass_include_dir() -> str:
