@@ -80,35 +80,42 @@ __device__ __forceinline__ void fma_rs(const uint32_t* a, uint64_t b, float (&d)
 }
 }  // namespace detail
 
-// S(64x64) (+)= A(64x16, K-major smem) * B(16x64 as 64 rows x 16 K, K-major smem).
-template <bool kIsBF16>
-__device__ __forceinline__ void gmma_m64n64k16_ss(uint64_t desc_a, uint64_t desc_b,
-                                                  float (&d)[32], bool accumulate) {
-  using namespace detail;
-  using Op = std::conditional_t<kIsBF16, cute::SM90::GMMA::MMA_64x64x16_F32BF16BF16_SS<Major::K, Major::K>,
-                                cute::SM90::GMMA::MMA_64x64x16_F32F16F16_SS<Major::K, Major::K>>;
-  fma_ss<Op>(desc_a, desc_b, d, accumulate ? ScaleOut::One : ScaleOut::Zero,
-             std::make_index_sequence<32>{});
+// The CuTe GMMA atom for a 64xNx16 product with fp32 accumulators: A from shared memory (SS)
+// or registers (RS, K-major), B K-major or MN-major.
+template <bool kIsBF16, int N, bool kRegisterA, detail::Major kMajorB>
+struct GmmaAtom;
+
+#define FLASHMLA_GMMA_ATOM(N, SOURCE, IS_RS)                                                    \
+  template <detail::Major kMajorB>                                                           \
+  struct GmmaAtom<true, N, IS_RS, kMajorB> {                                                 \
+    using type = cute::SM90::GMMA::MMA_64x##N##x16_F32BF16BF16_##SOURCE<detail::Major::K,    \
+                                                                       kMajorB>;             \
+  };                                                                                         \
+  template <detail::Major kMajorB>                                                           \
+  struct GmmaAtom<false, N, IS_RS, kMajorB> {                                                \
+    using type =                                                                             \
+        cute::SM90::GMMA::MMA_64x##N##x16_F32F16F16_##SOURCE<detail::Major::K, kMajorB>;     \
+  };
+FLASHMLA_GMMA_ATOM(64, SS, false)
+FLASHMLA_GMMA_ATOM(192, RS, true)
+FLASHMLA_GMMA_ATOM(256, SS, false)
+FLASHMLA_GMMA_ATOM(256, RS, true)
+#undef FLASHMLA_GMMA_ATOM
+
+// D(64xN) (+)= A(64x16, K-major shared memory) * B(16xN, `kMajorB` shared memory).
+template <bool kIsBF16, detail::Major kMajorB, int N>
+__device__ __forceinline__ void gmma_ss(uint64_t desc_a, uint64_t desc_b, float (&d)[N / 2],
+                                        bool accumulate = true) {
+  using Op = typename GmmaAtom<kIsBF16, N, false, kMajorB>::type;
+  detail::fma_ss<Op>(desc_a, desc_b, d, accumulate ? detail::ScaleOut::One : detail::ScaleOut::Zero,
+                     std::make_index_sequence<N / 2>{});
 }
 
-// O(64x256) += A(64x16, registers) * B(16x256, MN-major smem).
-template <bool kIsBF16>
-__device__ __forceinline__ void gmma_m64n256k16_rs(const uint32_t* a, uint64_t desc_b,
-                                                   float (&d)[128]) {
-  using namespace detail;
-  using Op = std::conditional_t<kIsBF16, cute::SM90::GMMA::MMA_64x256x16_F32BF16BF16_RS<Major::K, Major::MN>,
-                                cute::SM90::GMMA::MMA_64x256x16_F32F16F16_RS<Major::K, Major::MN>>;
-  fma_rs<Op>(a, desc_b, d, ScaleOut::One, std::make_index_sequence<128>{});
-}
-
-// O(64x256) += A(64x16, K-major smem) * B(16x256, MN-major smem).
-template <bool kIsBF16>
-__device__ __forceinline__ void gmma_m64n256k16_ss(uint64_t desc_a, uint64_t desc_b,
-                                                   float (&d)[128]) {
-  using namespace detail;
-  using Op = std::conditional_t<kIsBF16, cute::SM90::GMMA::MMA_64x256x16_F32BF16BF16_SS<Major::K, Major::MN>,
-                                cute::SM90::GMMA::MMA_64x256x16_F32F16F16_SS<Major::K, Major::MN>>;
-  fma_ss<Op>(desc_a, desc_b, d, ScaleOut::One, std::make_index_sequence<128>{});
+// D(64xN) += A(64x16, registers) * B(16xN, `kMajorB` shared memory).
+template <bool kIsBF16, detail::Major kMajorB, int N>
+__device__ __forceinline__ void gmma_rs(const uint32_t* a, uint64_t desc_b, float (&d)[N / 2]) {
+  using Op = typename GmmaAtom<kIsBF16, N, true, kMajorB>::type;
+  detail::fma_rs<Op>(a, desc_b, d, detail::ScaleOut::One, std::make_index_sequence<N / 2>{});
 }
 
 }  // namespace flashmla::sm90

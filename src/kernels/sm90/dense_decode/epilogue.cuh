@@ -1,4 +1,4 @@
-// Writes one warpgroup's half (64 rows x 256 columns) of the output tile: straight to `out`
+// Writes one warpgroup's columns of the 64-row output tile: straight to `out`
 // (normalised, in the input dtype) when the sequence has a single split, else to the fp32
 // split-KV workspace for the combine kernel.
 #pragma once
@@ -19,11 +19,11 @@ struct EpilogueTarget {
   int split_slot;     // global split index into the workspace otherwise
 };
 
-// acc: the warpgroup's 64x256 accumulator; col_base: 0 or 256; inv_sum / lse per owned row.
-template <class Traits>
-__device__ __forceinline__ void write_output_half(const DenseDecodeKernelParams& p,
+// acc: a 64xN accumulator of output columns [col_base, col_base + N); inv_sum per owned row.
+template <class Traits, int N>
+__device__ __forceinline__ void write_output_cols(const DenseDecodeKernelParams& p,
                                                   const EpilogueTarget& target,
-                                                  const float (&acc)[128], int col_base,
+                                                  const float (&acc)[N / 2], int col_base,
                                                   const float (&inv_sum)[2], int thread_in_wg) {
   using Element = typename Traits::Element;
   const int warp = thread_in_wg / 32, lane = thread_in_wg % 32;
@@ -38,7 +38,7 @@ __device__ __forceinline__ void write_output_half(const DenseDecodeKernelParams&
       Element* out = static_cast<Element*>(p.out) + target.batch * p.out_batch_stride +
                      s * p.out_seq_stride + head * p.out_head_stride;
 #pragma unroll
-      for (int j = 0; j < 32; ++j) {
+      for (int j = 0; j < N / 8; ++j) {
         const uint32_t packed = pack_pair<Element>(acc[4 * j + 2 * i] * inv_sum[i],
                                                    acc[4 * j + 2 * i + 1] * inv_sum[i]);
         *reinterpret_cast<uint32_t*>(out + col0 + 8 * j) = packed;
@@ -48,7 +48,7 @@ __device__ __forceinline__ void write_output_half(const DenseDecodeKernelParams&
                    ((int64_t(target.split_slot) * p.num_heads_kv + target.kv_head) * p.rows_per_kv +
                     row) * Traits::kHeadDimV;
 #pragma unroll
-      for (int j = 0; j < 32; ++j) {
+      for (int j = 0; j < N / 8; ++j) {
         *reinterpret_cast<float2*>(out + col0 + 8 * j) =
             make_float2(acc[4 * j + 2 * i] * inv_sum[i], acc[4 * j + 2 * i + 1] * inv_sum[i]);
       }

@@ -16,6 +16,8 @@
 
 namespace flashmla::sm90 {
 
+using GmmaMajor = cute::SM90::GMMA::Major;
+
 // Named barriers (id 0 is __syncthreads). Both warpgroups sync (rather than one arriving)
 // on the hand-overs: the other side is already waiting there in the steady state, so it costs
 // nothing, and every shared-memory hand-off is then a full barrier for racecheck too.
@@ -120,9 +122,12 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   const uint64_t k_desc = make_sw128_desc(smem.k[0][0], 16, 1024);
   const uint64_t p_desc = make_sw128_desc(smem.p, 16, 1024);
   // V (the first 512 columns of a K tile) as an MN-major B operand: 64-column chunks are
-  // whole boxes apart, 8-token groups 1024 bytes apart.
-  const uint64_t v_desc =
-      make_sw128_desc(smem.k[0][warpgroup * Traits::kNumBoxesV / 2], Traits::kBoxBytes, 1024);
+  // whole boxes apart, 8-token groups 1024 bytes apart. Warpgroup 0 reads columns [0, 192),
+  // warpgroup 1 columns [192, 448) and [448, 512).
+  constexpr int kBoxWg1 = Traits::kColsWg0 / Traits::kBoxCols;
+  const uint64_t v_desc = make_sw128_desc(smem.k[0][warpgroup == 0 ? 0 : kBoxWg1],
+                                          Traits::kBoxBytes, 1024);
+  const uint64_t v_desc_tail = make_sw128_desc(smem.k[0][kBoxWg1 + 4], Traits::kBoxBytes, 1024);
   constexpr uint32_t kStageBytes = Traits::kNumBoxesQK * Traits::kBoxBytes;
 
   int tile_index = 0;  // position in the part's tile sequence (stage = index % stages)
@@ -151,11 +156,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
                               : tiles.seqlen;
     }
 
-    float acc[128];
-#pragma unroll
-    for (int i = 0; i < 128; ++i) acc[i] = 0.f;
-
     if (warpgroup == 0) {
+      float acc[Traits::kColsWg0 / 2];
+#pragma unroll
+      for (int i = 0; i < Traits::kColsWg0 / 2; ++i) acc[i] = 0.f;
       RowStats stats = {{-INFINITY, -INFINITY}, {0.f, 0.f}};
       for (int tile = tiles.first; tile < tiles.last; ++tile, ++tile_index) {
         const int stage = tile_index % Traits::kNumStages;
@@ -173,8 +177,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 #pragma unroll
           for (int k = 0; k < 4; ++k) {
             const uint32_t offset = box * Traits::kBoxBytes + k * 32;
-            gmma_m64n64k16_ss<kIsBF16>(desc_advance(q_desc_now, offset),
-                                       desc_advance(k_desc_now, offset), s, box > 0 || k > 0);
+            gmma_ss<kIsBF16, GmmaMajor::K, 64>(desc_advance(q_desc_now, offset),
+                                               desc_advance(k_desc_now, offset), s,
+                                               box > 0 || k > 0);
           }
         }
         wgmma_commit();
@@ -223,13 +228,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         fence_view_async_shared();
         named_barrier_sync(kProbsReady, Traits::kNumThreads);
 
-        // O[:, 0:256] = O * rescale + P V.
+        // O[:, 0:192] = O * rescale + P V.
         rescale_rows(acc, rescale);
         wgmma_fence();
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          gmma_m64n256k16_rs<kIsBF16>(&probs[4 * k],
-                                      desc_advance(v_desc, stage * kStageBytes + k * 2048), acc);
+          gmma_rs<kIsBF16, GmmaMajor::MN, Traits::kColsWg0>(
+              &probs[4 * k], desc_advance(v_desc, stage * kStageBytes + k * 2048), acc);
         }
         wgmma_commit();
         wgmma_wait<0>();
@@ -253,8 +258,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         }
       }
       named_barrier_sync(kStatsReady, Traits::kNumThreads);
-      write_output_half<Traits>(p, target, acc, 0, inv_sum, thread_in_wg);
+      write_output_cols<Traits, Traits::kColsWg0>(p, target, acc, 0, inv_sum, thread_in_wg);
     } else {
+      float acc[128], acc_tail[32];  // columns [192, 448) and [448, 512)
+#pragma unroll
+      for (int i = 0; i < 128; ++i) acc[i] = 0.f;
+#pragma unroll
+      for (int i = 0; i < 32; ++i) acc_tail[i] = 0.f;
       for (int tile = tiles.first; tile < tiles.last; ++tile, ++tile_index) {
         const int stage = tile_index % Traits::kNumStages;
         const uint32_t phase = (tile_index / Traits::kNumStages) & 1;
@@ -263,17 +273,22 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         rescale[0] = smem.row_scale[16 * warp_in_wg + lane / 4];
         rescale[1] = smem.row_scale[16 * warp_in_wg + lane / 4 + 8];
         rescale_rows(acc, rescale);
+        rescale_rows(acc_tail, rescale);
 
-        // O[:, 256:512] += P V with P from shared memory.
+        // O[:, 192:512] += P V with P from shared memory.
         wgmma_fence();
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          gmma_m64n256k16_ss<kIsBF16>(desc_advance(p_desc, k * 32),
-                                      desc_advance(v_desc, stage * kStageBytes + k * 2048), acc);
+          const uint32_t v_offset = stage * kStageBytes + k * 2048;
+          gmma_ss<kIsBF16, GmmaMajor::MN, 256>(desc_advance(p_desc, k * 32),
+                                               desc_advance(v_desc, v_offset), acc);
+          gmma_ss<kIsBF16, GmmaMajor::MN, 64>(desc_advance(p_desc, k * 32),
+                                              desc_advance(v_desc_tail, v_offset), acc_tail);
         }
         wgmma_commit();
         wgmma_wait<0>();
         fence_registers(acc);
+        fence_registers(acc_tail);
         if (lane == 0) mbarrier_arrive(&smem.empty_barrier[stage]);
 
         // Refill this stage with the tile kNumStages ahead once all 8 warps have left it.
@@ -289,7 +304,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       float inv_sum[2];
       inv_sum[0] = smem.row_inv_sum[16 * warp_in_wg + lane / 4];
       inv_sum[1] = smem.row_inv_sum[16 * warp_in_wg + lane / 4 + 8];
-      write_output_half<Traits>(p, target, acc, Traits::kHalfV, inv_sum, thread_in_wg);
+      write_output_cols<Traits, 256>(p, target, acc, Traits::kColsWg0, inv_sum, thread_in_wg);
+      write_output_cols<Traits, 64>(p, target, acc_tail, Traits::kColsWg0 + 256, inv_sum,
+                                    thread_in_wg);
     }
   }
 }

@@ -1,8 +1,8 @@
 // Tile shapes and shared-memory layout of the Hopper dense-decode kernel.
 //
 // One CTA = 64 query rows x one KV head x one planner part. Two warpgroups:
-//   warpgroup 0: S = Q K^T (64x64 per tile), online softmax, O[:, 0:256] += P V;
-//   warpgroup 1: O[:, 256:512] += P V with P taken from shared memory; one of its threads
+//   warpgroup 0: S = Q K^T (64x64 per tile), online softmax, O[:, 0:192] += P V;
+//   warpgroup 1: O[:, 192:512] += P V with P taken from shared memory; one of its threads
 //                issues the TMA loads of the KV tiles (two stages).
 // Q, K and P tiles live in 64-column boxes of 64 rows x 128 bytes, 128-byte swizzled: the
 // layout TMA writes and wgmma reads directly.
@@ -41,7 +41,11 @@ struct DenseDecodeTraits {
 
   static constexpr int kNumStages = 2;
   static constexpr int kNumThreads = 256;
-  static constexpr int kHalfV = kHeadDimV / 2;  // output columns per warpgroup
+  // Output columns per warpgroup: warpgroup 0 also computes S and the softmax, so it takes
+  // the smaller share of P V (fewer accumulator registers, a shorter serial path per tile).
+  static constexpr int kColsWg0 = 192;
+  static constexpr int kColsWg1 = kHeadDimV - kColsWg0;  // 320 = 256 + 64
+  static_assert(kColsWg0 % kBoxCols == 0 && kColsWg1 == 256 + 64);
 
   struct alignas(1024) SharedStorage {
     Element q[kNumBoxesQK][kBoxElems];
