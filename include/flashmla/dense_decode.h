@@ -19,17 +19,17 @@ namespace flashmla {
 struct DenseDecodeParams {
   ScalarType dtype = ScalarType::kBFloat16;  // of q, k_cache and out
 
-  int batch = 0;              // b
-  int seqlen_q = 0;           // s_q (query tokens per sequence)
-  int num_heads_q = 0;        // h_q
-  int num_heads_kv = 0;       // h_kv, divides h_q
-  int head_dim_qk = 0;        // d_qk: 576 or 512
-  int head_dim_v = 0;         // d_v: 512
-  int page_block_size = 0;    // tokens per KV-cache page
-  int num_blocks = 0;         // pages in k_cache
-  int max_blocks_per_seq = 0; // columns of block_table
-  float softmax_scale = 0.f;  // logits = softmax_scale * q . k
-  bool causal = false;        // bottom-right aligned; ignored when s_q == 1
+  int batch = 0;               // b
+  int seqlen_q = 0;            // s_q (query tokens per sequence)
+  int num_heads_q = 0;         // h_q
+  int num_heads_kv = 0;        // h_kv, divides h_q
+  int head_dim_qk = 0;         // d_qk: 576 or 512
+  int head_dim_v = 0;          // d_v: 512
+  int page_block_size = 0;     // tokens per KV-cache page
+  int num_blocks = 0;          // pages in k_cache
+  int max_blocks_per_seq = 0;  // columns of block_table
+  float softmax_scale = 0.f;   // logits = softmax_scale * q . k
+  bool causal = false;         // bottom-right aligned; ignored when s_q == 1
 
   const void* q = nullptr;  // [b, s_q, h_q, d_qk], last dim contiguous
   int64_t q_batch_stride = 0, q_seq_stride = 0, q_head_stride = 0;
@@ -43,7 +43,7 @@ struct DenseDecodeParams {
 
   void* out = nullptr;  // [b, s_q, h_q, d_v], last dim contiguous
   int64_t out_batch_stride = 0, out_seq_stride = 0, out_head_stride = 0;
-  float* lse = nullptr;  // [b, h_q, s_q] float32
+  float* lse = nullptr;                               // [b, h_q, s_q] float32
   int64_t lse_batch_stride = 0, lse_head_stride = 0;  // the s_q dimension is contiguous
 
   // The plan from plan_decode() for this batch (num_parts must match decode_num_parts()).

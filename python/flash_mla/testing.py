@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 
@@ -213,6 +213,32 @@ def reference_dense_decode(
     if return_error_scales:
         return out, lse, out_abs, logit_scale
     return out, lse
+
+
+def check_decode_against_reference(
+    inputs: "DecodeInputs",
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    head_dim_v: int,
+    *,
+    softmax_scale: Optional[float] = None,
+    causal: bool = False,
+    batch_indices: Optional[Sequence[int]] = None,
+) -> dict[str, int]:
+    """Computes the float64 reference of `inputs` (for `batch_indices`, all by default) and
+    checks `out`/`lse` (already restricted to those sequences) against it with check_decode."""
+    ref_out, ref_lse, out_abs, logit_scale = reference_dense_decode(
+        inputs.q,
+        inputs.k_cache,
+        inputs.block_table,
+        inputs.cache_seqlens,
+        head_dim_v,
+        softmax_scale=softmax_scale,
+        causal=causal,
+        batch_indices=batch_indices,
+        return_error_scales=True,
+    )
+    return check_decode(out, lse, ref_out, ref_lse, out_abs, logit_scale)
 
 
 # Entries written into block-table slots that no token uses: out of range in both directions.

@@ -72,10 +72,9 @@ void dense_decode(const DenseDecodeParams& params, cudaStream_t stream) {
   const int num_m_blocks =
       (kernel_params.rows_per_kv + kDecodeRowsPerBlock - 1) / kDecodeRowsPerBlock;
   const bool bf16 = params.dtype == ScalarType::kBFloat16;
-  const auto launch = params.head_dim_qk == 576 ? (bf16 ? sm90::dense_decode_bf16_576
-                                                        : sm90::dense_decode_fp16_576)
-                                                : (bf16 ? sm90::dense_decode_bf16_512
-                                                        : sm90::dense_decode_fp16_512);
+  const auto launch = params.head_dim_qk == 576
+                          ? (bf16 ? sm90::dense_decode_bf16_576 : sm90::dense_decode_fp16_576)
+                          : (bf16 ? sm90::dense_decode_bf16_512 : sm90::dense_decode_fp16_512);
   launch(kernel_params, k_map, num_m_blocks, params.num_parts, stream);
 
   kernels::CombineParams combine{};

@@ -46,8 +46,8 @@ CUtensorMap make_tensor_map_4d_16bit(const void* base, const uint64_t (&dims)[4]
       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (result != CUDA_SUCCESS) {
     throw Error(Error::Kind::kInvalidArgument, argument,
-                std::string("cuTensorMapEncodeTiled rejected ") + argument +
-                    " (error " + std::to_string(int(result)) +
+                std::string("cuTensorMapEncodeTiled rejected ") + argument + " (error " +
+                    std::to_string(int(result)) +
                     "): its base must be 16-byte aligned and its strides multiples of 16 bytes");
   }
   return map;

@@ -20,7 +20,8 @@ __global__ void plan_decode_kernel(int batch, const int32_t* __restrict__ cache_
 }
 
 void check_shape(const DecodeScheduleShape& shape, const char* fn) {
-  detail::require(shape.batch >= 1, fn, "batch", "must be >= 1, got " + std::to_string(shape.batch));
+  detail::require(shape.batch >= 1, fn, "batch",
+                  "must be >= 1, got " + std::to_string(shape.batch));
   detail::require(shape.rows_per_kv_head >= 1, fn, "rows_per_kv_head",
                   "(s_q * h_q / h_kv) must be >= 1, got " + std::to_string(shape.rows_per_kv_head));
   detail::require(shape.num_heads_kv >= 1, fn, "num_heads_kv",
@@ -34,9 +35,10 @@ void check_shape(const DecodeScheduleShape& shape, const char* fn) {
 int decode_num_parts(const DecodeScheduleShape& shape) {
   check_shape(shape, "decode_num_parts");
   int device = 0;
-  const int num_sms = shape.num_sms > 0 ? shape.num_sms
-                                        : (detail::check_cuda(cudaGetDevice(&device), "cudaGetDevice"),
-                                           device_sm_count(device));
+  const int num_sms =
+      shape.num_sms > 0
+          ? shape.num_sms
+          : (detail::check_cuda(cudaGetDevice(&device), "cudaGetDevice"), device_sm_count(device));
   const int m_blocks = (shape.rows_per_kv_head + kDecodeRowsPerBlock - 1) / kDecodeRowsPerBlock;
   // One CTA per SM: each (m-block, KV head) pair gets an equal share of the SMs.
   return std::max(1, num_sms / (shape.num_heads_kv * m_blocks));
@@ -59,9 +61,9 @@ void plan_decode(const DecodeScheduleShape& shape, const int32_t* cache_seqlens,
                   "must not be null");
   detail::require(num_splits != nullptr, fn, "num_splits", "must not be null");
   const int num_parts = decode_num_parts(shape);
-  plan_decode_kernel<<<1, 32, 0, stream>>>(shape.batch, cache_seqlens, num_parts,
-                                           reinterpret_cast<DecodePartRange*>(tile_scheduler_metadata),
-                                           num_splits);
+  plan_decode_kernel<<<1, 32, 0, stream>>>(
+      shape.batch, cache_seqlens, num_parts,
+      reinterpret_cast<DecodePartRange*>(tile_scheduler_metadata), num_splits);
   detail::check_launch("plan_decode_kernel");
 }
 
@@ -72,7 +74,8 @@ void plan_decode_host(const DecodeScheduleShape& shape, const int32_t* cache_seq
   check_shape(shape, fn);
   detail::require(page_block_size > 0, fn, "page_block_size",
                   "must be > 0, got " + std::to_string(page_block_size));
-  detail::require(num_parts >= 1, fn, "num_parts", "must be >= 1, got " + std::to_string(num_parts));
+  detail::require(num_parts >= 1, fn, "num_parts",
+                  "must be >= 1, got " + std::to_string(num_parts));
   detail::require(cache_seqlens != nullptr, fn, "cache_seqlens", "must not be null");
   detail::require(tile_scheduler_metadata != nullptr, fn, "tile_scheduler_metadata",
                   "must not be null");

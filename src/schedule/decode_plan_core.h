@@ -32,9 +32,9 @@ FLASHMLA_HOST_DEVICE inline void plan_decode_core(int batch, const int32_t* cach
   for (int i = 0; i < batch; ++i) total_cost += decode_num_tiles(cache_seqlens[i]) + overhead;
   const int64_t payload = (total_cost + num_parts - 1) / num_parts + overhead;
 
-  int batch_idx = 0;   // next sequence to place
-  int tile_idx = 0;    // next tile of that sequence
-  int split_idx = 0;   // splits of that sequence placed so far
+  int batch_idx = 0;  // next sequence to place
+  int tile_idx = 0;   // next tile of that sequence
+  int split_idx = 0;  // splits of that sequence placed so far
   num_splits[0] = 0;
   for (int part = 0; part < num_parts; ++part) {
     DecodePartRange range{};

@@ -11,9 +11,8 @@ if not torch.cuda.is_available():
 import flash_mla  # noqa: E402
 from flash_mla.testing import (  # noqa: E402
     DecodeInputs,
-    check_decode,
+    check_decode_against_reference,
     make_decode_inputs,
-    reference_dense_decode,
     refill_,
 )
 
@@ -35,16 +34,7 @@ def new_inputs(seqlens, capacity=None, seed: int = 0) -> DecodeInputs:
 
 
 def check_against_reference(inputs: DecodeInputs, out: torch.Tensor, lse: torch.Tensor) -> None:
-    ref_out, ref_lse, out_abs, logit_scale = reference_dense_decode(
-        inputs.q,
-        inputs.k_cache,
-        inputs.block_table,
-        inputs.cache_seqlens,
-        D_V,
-        causal=True,
-        return_error_scales=True,
-    )
-    check_decode(out, lse, ref_out, ref_lse, out_abs, logit_scale)
+    check_decode_against_reference(inputs, out, lse, D_V, causal=True)
 
 
 def decode(inputs: DecodeInputs, metadata, num_splits):

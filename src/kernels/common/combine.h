@@ -14,14 +14,14 @@ struct CombineParams {
   int seqlen_q;
   int num_heads_kv;
   int heads_per_kv;
-  int rows_per_kv;        // s_q * heads_per_kv
-  int head_dim_v;         // 512
+  int rows_per_kv;            // s_q * heads_per_kv
+  int head_dim_v;             // 512
   const int32_t* num_splits;  // [b + 1] prefix sums
-  const float* o_accum;   // [splits, h_kv, rows_per_kv, d_v]
-  const float* lse_accum; // [splits, h_kv, rows_per_kv]
-  void* out;              // [b, s_q, h_q, d_v]
+  const float* o_accum;       // [splits, h_kv, rows_per_kv, d_v]
+  const float* lse_accum;     // [splits, h_kv, rows_per_kv]
+  void* out;                  // [b, s_q, h_q, d_v]
   int64_t out_batch_stride, out_seq_stride, out_head_stride;
-  float* lse;             // [b, h_q, s_q]
+  float* lse;  // [b, h_q, s_q]
   int64_t lse_batch_stride, lse_head_stride;
 };
 

@@ -74,8 +74,8 @@ __device__ __forceinline__ void fma_ss(uint64_t a, uint64_t b, float (&d)[N], Sc
   Op::fma(a, b, d[I]..., scale);
 }
 template <class Op, int N, size_t... I>
-__device__ __forceinline__ void fma_rs(const uint32_t* a, uint64_t b, float (&d)[N],
-                                       ScaleOut scale, std::index_sequence<I...>) {
+__device__ __forceinline__ void fma_rs(const uint32_t* a, uint64_t b, float (&d)[N], ScaleOut scale,
+                                       std::index_sequence<I...>) {
   Op::fma(a[0], a[1], a[2], a[3], b, d[I]..., scale);
 }
 }  // namespace detail
@@ -85,16 +85,15 @@ __device__ __forceinline__ void fma_rs(const uint32_t* a, uint64_t b, float (&d)
 template <bool kIsBF16, int N, bool kRegisterA, detail::Major kMajorB>
 struct GmmaAtom;
 
-#define FLASHMLA_GMMA_ATOM(N, SOURCE, IS_RS)                                                    \
-  template <detail::Major kMajorB>                                                           \
-  struct GmmaAtom<true, N, IS_RS, kMajorB> {                                                 \
-    using type = cute::SM90::GMMA::MMA_64x##N##x16_F32BF16BF16_##SOURCE<detail::Major::K,    \
-                                                                       kMajorB>;             \
-  };                                                                                         \
-  template <detail::Major kMajorB>                                                           \
-  struct GmmaAtom<false, N, IS_RS, kMajorB> {                                                \
-    using type =                                                                             \
-        cute::SM90::GMMA::MMA_64x##N##x16_F32F16F16_##SOURCE<detail::Major::K, kMajorB>;     \
+#define FLASHMLA_GMMA_ATOM(N, SOURCE, IS_RS)                                                      \
+  template <detail::Major kMajorB>                                                                \
+  struct GmmaAtom<true, N, IS_RS, kMajorB> {                                                      \
+    using type =                                                                                  \
+        cute::SM90::GMMA::MMA_64x##N##x16_F32BF16BF16_##SOURCE<detail::Major::K, kMajorB>;        \
+  };                                                                                              \
+  template <detail::Major kMajorB>                                                                \
+  struct GmmaAtom<false, N, IS_RS, kMajorB> {                                                     \
+    using type = cute::SM90::GMMA::MMA_64x##N##x16_F32F16F16_##SOURCE<detail::Major::K, kMajorB>; \
   };
 FLASHMLA_GMMA_ATOM(64, SS, false)
 FLASHMLA_GMMA_ATOM(192, RS, true)

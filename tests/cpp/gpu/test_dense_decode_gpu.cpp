@@ -178,16 +178,16 @@ double logit_magnitude(const DenseDecodeParams& p) {
   for (int i = 0; i < p.batch; ++i) {
     for (int j = 0; j < p.seqlen_q; ++j) {
       for (int h = 0; h < p.num_heads_q; ++h) {
-        q_max = std::max(q_max, norm(q + i * p.q_batch_stride + j * p.q_seq_stride +
-                                     h * p.q_head_stride));
+        q_max = std::max(q_max,
+                         norm(q + i * p.q_batch_stride + j * p.q_seq_stride + h * p.q_head_stride));
       }
     }
     for (int t = 0; t < p.cache_seqlens[i]; ++t) {
       const int64_t block = p.block_table[i * p.block_table_batch_stride + t / p.page_block_size];
       for (int h = 0; h < p.num_heads_kv; ++h) {
-        k_max = std::max(k_max, norm(k + block * p.k_block_stride +
-                                     (t % p.page_block_size) * p.k_token_stride +
-                                     h * p.k_head_stride));
+        k_max =
+            std::max(k_max, norm(k + block * p.k_block_stride +
+                                 (t % p.page_block_size) * p.k_token_stride + h * p.k_head_stride));
       }
     }
   }

@@ -8,7 +8,7 @@
 
 namespace flashmla::sm90 {
 
-#define FLASHMLA_DECLARE_DENSE_DECODE(NAME)                                                  \
+#define FLASHMLA_DECLARE_DENSE_DECODE(NAME)                                                    \
   void NAME(const DenseDecodeKernelParams& params, const CUtensorMap& k_map, int num_m_blocks, \
             int num_parts, cudaStream_t stream);
 

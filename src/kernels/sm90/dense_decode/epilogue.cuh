@@ -44,9 +44,10 @@ __device__ __forceinline__ void write_output_cols(const DenseDecodeKernelParams&
         *reinterpret_cast<uint32_t*>(out + col0 + 8 * j) = packed;
       }
     } else {
-      float* out = p.o_accum +
-                   ((int64_t(target.split_slot) * p.num_heads_kv + target.kv_head) * p.rows_per_kv +
-                    row) * Traits::kHeadDimV;
+      float* out =
+          p.o_accum +
+          ((int64_t(target.split_slot) * p.num_heads_kv + target.kv_head) * p.rows_per_kv + row) *
+              Traits::kHeadDimV;
 #pragma unroll
       for (int j = 0; j < N / 8; ++j) {
         *reinterpret_cast<float2*>(out + col0 + 8 * j) =

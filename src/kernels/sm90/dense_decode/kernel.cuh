@@ -125,8 +125,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   // whole boxes apart, 8-token groups 1024 bytes apart. Warpgroup 0 reads columns [0, 192),
   // warpgroup 1 columns [192, 448) and [448, 512).
   constexpr int kBoxWg1 = Traits::kColsWg0 / Traits::kBoxCols;
-  const uint64_t v_desc = make_sw128_desc(smem.k[0][warpgroup == 0 ? 0 : kBoxWg1],
-                                          Traits::kBoxBytes, 1024);
+  const uint64_t v_desc =
+      make_sw128_desc(smem.k[0][warpgroup == 0 ? 0 : kBoxWg1], Traits::kBoxBytes, 1024);
   const uint64_t v_desc_tail = make_sw128_desc(smem.k[0][kBoxWg1 + 4], Traits::kBoxBytes, 1024);
   constexpr uint32_t kStageBytes = Traits::kNumBoxesQK * Traits::kBoxBytes;
 
@@ -152,8 +152,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     for (int i = 0; i < 2; ++i) {
       const int row = m_block * Traits::kBlockM + 16 * warp_in_wg + lane / 4 + 8 * i;
       const int s = row / p.heads_per_kv;
-      row_limit[i] = p.causal ? min(tiles.seqlen, tiles.seqlen - p.seqlen_q + s + 1)
-                              : tiles.seqlen;
+      row_limit[i] = p.causal ? min(tiles.seqlen, tiles.seqlen - p.seqlen_q + s + 1) : tiles.seqlen;
     }
 
     if (warpgroup == 0) {

@@ -16,9 +16,10 @@ void launch_dense_decode_kernel(const DenseDecodeKernelParams& params, const CUt
   using Traits = DenseDecodeTraits<Element, kHeadDimQK>;
   auto kernel = dense_decode_kernel<Traits>;
   // The attribute is per device context, so set it on every launch (a host-side call).
-  flashmla::detail::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          Traits::kSharedBytes),
-                     "cudaFuncSetAttribute(dense_decode_kernel)");
+  flashmla::detail::check_cuda(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           Traits::kSharedBytes),
+      "cudaFuncSetAttribute(dense_decode_kernel)");
   const dim3 grid(num_m_blocks, params.num_heads_kv, num_parts);
   kernel<<<grid, Traits::kNumThreads, Traits::kSharedBytes, stream>>>(params, k_map);
   flashmla::detail::check_launch("dense_decode_kernel");

@@ -31,8 +31,8 @@ __device__ __forceinline__ void load_q_tile(const DenseDecodeKernelParams& p,
     if (q_row < p.rows_per_kv) {
       const int s = q_row / p.heads_per_kv;
       const int head = kv_head * p.heads_per_kv + q_row % p.heads_per_kv;
-      const int64_t element = batch * p.q_batch_stride + s * p.q_seq_stride +
-                              head * p.q_head_stride + chunk * 8;
+      const int64_t element =
+          batch * p.q_batch_stride + s * p.q_seq_stride + head * p.q_head_stride + chunk * 8;
       value = __ldg(reinterpret_cast<const uint4*>(q + element * 2));
     }
     const int box = chunk / 8;

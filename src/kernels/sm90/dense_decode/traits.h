@@ -50,10 +50,10 @@ struct DenseDecodeTraits {
   struct alignas(1024) SharedStorage {
     Element q[kNumBoxesQK][kBoxElems];
     Element k[kNumStages][kNumBoxesQK][kBoxElems];
-    Element p[kBoxElems];           // probabilities of the current tile, for warpgroup 1
-    float row_scale[kBlockM];       // rescale of O rows for the current tile
-    float row_inv_sum[kBlockM];     // epilogue: 1 / row sum (0 for rows that attend nothing)
-    float row_lse[kBlockM];         // epilogue: log-sum-exp
+    Element p[kBoxElems];                // probabilities of the current tile, for warpgroup 1
+    float row_scale[kBlockM];            // rescale of O rows for the current tile
+    float row_inv_sum[kBlockM];          // epilogue: 1 / row sum (0 for rows that attend nothing)
+    float row_lse[kBlockM];              // epilogue: log-sum-exp
     uint64_t full_barrier[kNumStages];   // TMA bytes landed
     uint64_t empty_barrier[kNumStages];  // all 8 warps done reading the stage
   };
