@@ -8,30 +8,47 @@
 
 namespace flashmla {
 
-void check_device_supported(int device) {
+namespace {
+
+struct DeviceInfo {
+  int major = 0, minor = 0, sm_count = 0;
+  std::string name;
+};
+
+// Device properties are constant for the life of the process; querying them on every call
+// would cost host time on every decoding step of every layer.
+const DeviceInfo& device_info(int device) {
+  static std::mutex mutex;
+  static std::unordered_map<int, DeviceInfo> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(device);
+  if (it != cache.end()) return it->second;
   cudaDeviceProp prop{};
   detail::check_cuda(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
-  if (prop.major != 9 || prop.minor != 0) {
+  DeviceInfo info;
+  info.major = prop.major;
+  info.minor = prop.minor;
+  info.sm_count = prop.multiProcessorCount;
+  info.name = prop.name;
+  return cache.emplace(device, std::move(info)).first->second;
+}
+
+}  // namespace
+
+void check_device_supported(int device) {
+  const DeviceInfo& info = device_info(device);
+  if (info.major != 9 || info.minor != 0) {
     throw Error(Error::Kind::kUnsupported, "device",
-                std::string("flashmla: GPU ") + std::to_string(device) + " (" + prop.name +
-                    ", compute capability " + std::to_string(prop.major) + "." +
-                    std::to_string(prop.minor) +
+                std::string("flashmla: GPU ") + std::to_string(device) + " (" + info.name +
+                    ", compute capability " + std::to_string(info.major) + "." +
+                    std::to_string(info.minor) +
                     ") is not supported: these kernels need compute capability 9.0 (Hopper: "
                     "H100, H200, H800, H20)");
   }
 }
 
 int device_sm_count(int device) {
-  static std::mutex mutex;
-  static std::unordered_map<int, int> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(device);
-  if (it != cache.end()) return it->second;
-  int count = 0;
-  detail::check_cuda(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device),
-                     "cudaDeviceGetAttribute(MultiProcessorCount)");
-  cache[device] = count;
-  return count;
+  return device_info(device).sm_count;
 }
 
 }  // namespace flashmla
