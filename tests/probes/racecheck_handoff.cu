@@ -1,7 +1,7 @@
-// Build and run on a Hopper machine:
-//   nvcc -gencode=arch=compute_90a,code=sm_90a -lineinfo -o /tmp/probe
-//   tests/probes/racecheck_handoff.cu compute-sanitizer --tool racecheck /tmp/probe 0   # named
-//   barriers; 1 = __syncthreads
+// Build and run on a Hopper machine (argument 0: named barriers, 1: __syncthreads):
+//   nvcc -gencode=arch=compute_90a,code=sm_90a -lineinfo -o /tmp/probe \
+//     tests/probes/racecheck_handoff.cu
+//   compute-sanitizer --tool racecheck /tmp/probe 0
 // Does racecheck follow a hand-off between two warpgroups through named barriers (bar.sync
 // with a thread count, executed by both sides)? Same pattern as the dense-decode kernel.
 #include <cstdio>
