@@ -9,35 +9,32 @@
 __device__ __forceinline__ void bar_sync(unsigned id, unsigned n) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory");
 }
-__global__ void handoff(float* out, int use_syncthreads) {
+// mode 0: named barriers; 1: __syncthreads; 2: named barriers, and warpgroup 0 also syncs a
+// barrier of its own 128 threads (id 4) before writing, as the kernel's row zeroing does;
+// 3: as 2, and the writers also fence.proxy.async before the hand-off barrier, as the kernel
+// does (its writes of P are read by wgmma through the async proxy).
+__global__ void handoff(float* out, int mode) {
   __shared__ float rows[64];
   const int t = threadIdx.x;
+  const auto sync = [&](unsigned id) {
+    if (mode == 1) {
+      __syncthreads();
+    } else {
+      bar_sync(id, 256);
+    }
+  };
   float acc = 0.f;
   for (int it = 0; it < 4; ++it) {
     if (t < 128) {
-      if (it > 0) {
-        if (use_syncthreads)
-          __syncthreads();
-        else
-          bar_sync(2, 256);
-      }
+      if (it > 0) sync(2);
+      if (mode >= 2) bar_sync(4, 128);
       if (t % 4 == 0) rows[(t / 4) % 64] = float(it + t);
-      if (use_syncthreads)
-        __syncthreads();
-      else
-        bar_sync(1, 256);
+      if (mode >= 3) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+      sync(1);
     } else {
-      if (use_syncthreads)
-        __syncthreads();
-      else
-        bar_sync(1, 256);
+      sync(1);
       acc += rows[((t - 128) / 4) % 64];
-      if (it + 1 < 4) {
-        if (use_syncthreads)
-          __syncthreads();
-        else
-          bar_sync(2, 256);
-      }
+      if (it + 1 < 4) sync(2);
     }
   }
   out[t] = acc;
@@ -48,8 +45,7 @@ int main(int argc, char** argv) {
   const int mode_arg = argc > 1 ? atoi(argv[1]) : 0;
   for (int mode = mode_arg; mode <= mode_arg; ++mode) {
     handoff<<<1, 256>>>(out, mode);
-    printf("mode %s: %s\n", mode ? "__syncthreads" : "named bar.sync",
-           cudaGetErrorString(cudaDeviceSynchronize()));
+    printf("mode %d: %s\n", mode, cudaGetErrorString(cudaDeviceSynchronize()));
   }
   return 0;
 }
