@@ -107,10 +107,11 @@ stage_sanitize() {
   local default_filter='Grid/*bf16_d576_hq16_hkv1_sq2_b*:Grid/*fp16_d512_hq6_hkv3_sq3_causal*'
   default_filter+=':Special/*lengths_below_s_q*:Special/*all_empty*:Special/*page*128*'
   local filter="${SANITIZER_FILTER:-$default_filter}" rc=0
-  timeout "$limit" compute-sanitizer --tool memcheck --error-exitcode 1 "$build_dir"/flashmla_gpu_tests \
-    --gtest_filter="$filter" || rc=1
-  timeout "$limit" compute-sanitizer --tool racecheck --error-exitcode 1 "$build_dir"/flashmla_gpu_tests \
-    --gtest_filter="$filter" || rc=1
+  local tool
+  for tool in memcheck racecheck; do
+    timeout "$limit" compute-sanitizer --tool "$tool" --error-exitcode 1 \
+      "$build_dir"/flashmla_gpu_tests --gtest_filter="$filter" || rc=1
+  done
   return $rc
 }
 

@@ -128,7 +128,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   const uint64_t v_desc =
       make_sw128_desc(smem.k[0][warpgroup == 0 ? 0 : kBoxWg1], Traits::kBoxBytes, 1024);
   const uint64_t v_desc_tail = make_sw128_desc(smem.k[0][kBoxWg1 + 4], Traits::kBoxBytes, 1024);
-  constexpr uint32_t kStageBytes = Traits::kNumBoxesQK * Traits::kBoxBytes;
+  constexpr uint32_t kStageBytes = Traits::kTileBytes;  // one KV stage holds one tile
 
   int tile_index = 0;  // position in the part's tile sequence (stage = index % stages)
   for (int batch = range.begin_batch; batch <= range.end_batch; ++batch) {
