@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Runs the dense-decode benchmark (bench/bench_dense_decode.py), installing flash_mla first if it
-# does not import (or always with --install). Other arguments go to the benchmark, e.g.
+# Runs the decode benchmarks, dense (bench/bench_dense_decode.py) then sparse
+# (bench/bench_sparse_decode.py), and prints a short summary table of both last. Installs
+# flash_mla first if it does not import (or always with --install).
+#   --only dense|sparse   run one of the two
+#   --json PATH           dense results to PATH, sparse results to PATH less .json plus
+#                         _sparse.json (default: bench/results/{dense,sparse}_decode_<device>.json)
+# Other arguments go to both benchmarks (--s-k, --h-q, --warmup, --reps, --check, --no-check;
+# the sparse one runs only its rows matching --s-k / --h-q), e.g.
 #   scripts/bench.sh --s-k 4096 8192 --h-q 128 --json /tmp/bench.json
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -8,10 +14,24 @@ cd "$root"
 python="${PYTHON:-python3}"
 
 install=0
+only=""
+json=""
 args=()
-for arg in "$@"; do
-  if [[ "$arg" == --install ]]; then install=1; else args+=("$arg"); fi
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --install) install=1 ;;
+    --only) only="${2:-}"; shift ;;
+    --only=*) only="${1#--only=}" ;;
+    --json) json="${2:-}"; shift ;;
+    --json=*) json="${1#--json=}" ;;
+    *) args+=("$1") ;;
+  esac
+  shift
 done
+if [[ -n "$only" && "$only" != dense && "$only" != sparse ]]; then
+  echo "bench.sh: --only takes dense or sparse, got '$only'" >&2
+  exit 2
+fi
 
 if [[ $install -eq 1 ]] || ! (cd /tmp && "$python" -c "import flash_mla") 2>/dev/null; then
   if [[ -z "${CUTLASS_DIR:-}" && ! -d third_party/cutlass/include/cute ]]; then
@@ -22,4 +42,35 @@ if [[ $install -eq 1 ]] || ! (cd /tmp && "$python" -c "import flash_mla") 2>/dev
   MAX_JOBS="${MAX_JOBS:-16}" "$python" -m pip install --no-build-isolation --no-deps -v . \
     > build-logs/pip_install_bench.log 2>&1 || { tail -n 60 build-logs/pip_install_bench.log; exit 1; }
 fi
-exec "$python" bench/bench_dense_decode.py ${args[@]+"${args[@]}"}
+
+if [[ -n "$json" ]]; then
+  dense_json="$json"
+  sparse_json="${json%.json}_sparse.json"
+else
+  device="$(cd /tmp && "$python" -c 'import re, torch
+print(re.sub(r"[^A-Za-z0-9]+", "_", torch.cuda.get_device_name()).strip("_"))')"
+  dense_json="bench/results/dense_decode_${device}.json"
+  sparse_json="bench/results/sparse_decode_${device}.json"
+fi
+
+status=0
+written=()
+run_bench() {  # run_bench SCRIPT JSON: runs one benchmark; a failure is reported at the end
+  local script="$1" out="$2"
+  rm -f "$out"  # the summary shows this run's results only
+  echo "=== $script"
+  if "$python" "$script" --json "$out" ${args[@]+"${args[@]}"}; then
+    written+=("$out")
+  else
+    local rc=$?
+    echo "bench.sh: $script failed (exit $rc)" >&2
+    status=$rc
+  fi
+}
+if [[ "$only" != sparse ]]; then run_bench bench/bench_dense_decode.py "$dense_json"; fi
+if [[ "$only" != dense ]]; then run_bench bench/bench_sparse_decode.py "$sparse_json"; fi
+
+if ((${#written[@]})); then
+  "$python" bench/summary.py "${written[@]}"
+fi
+exit "$status"

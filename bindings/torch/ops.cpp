@@ -58,4 +58,21 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       pybind11::arg("batch"), pybind11::arg("rows_per_kv_head"), pybind11::arg("num_heads_kv"),
       pybind11::arg("num_sms"),
       "Rows of tile_scheduler_metadata that get_decode_metadata returns for this shape.");
+  m.def(
+      "sparse_decode_num_parts",
+      [](int batch, int seqlen_q, int num_heads_q, int num_sms) {
+        flashmla::SparseDecodeScheduleShape shape;
+        shape.batch = batch;
+        shape.seqlen_q = seqlen_q;
+        shape.num_heads_q = num_heads_q;
+        shape.num_sms = num_sms;
+        try {
+          return flashmla::sparse_decode_num_parts(shape);
+        } catch (const flashmla::Error& error) {
+          throw pybind11::value_error(std::string("get_mla_metadata: ") + error.what());
+        }
+      },
+      pybind11::arg("batch"), pybind11::arg("seqlen_q"), pybind11::arg("num_heads_q"),
+      pybind11::arg("num_sms"),
+      "Rows of tile_scheduler_metadata that get_sparse_decode_metadata returns for this shape.");
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <tuple>
 
 #include <ATen/core/Tensor.h>
@@ -26,5 +27,35 @@ std::tuple<at::Tensor, at::Tensor> dense_decode_fwd(
     const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& block_table,
     const at::Tensor& cache_seqlens, int64_t head_dim_v, const at::Tensor& tile_scheduler_metadata,
     const at::Tensor& num_splits, double softmax_scale, bool causal);
+
+// flash_mla::get_sparse_decode_metadata: the split-KV plan of a sparse decode batch
+// (flashmla::plan_sparse_decode), computed on the GPU on the current stream.
+//   batch_ref: any CUDA tensor whose dimension 0 is the batch size (get_mla_metadata passes
+//     cache_seqlens, flash_mla_with_kvcache passes q); only its size and device are used
+//   topk_length, extra_topk_length: optional [batch] int32, CUDA; the plan balances these
+//     lengths (any plan of the right size gives the right answer, see sparse_decode.h)
+//   extra_topk: columns of the extra index set, 0 = no extra cache (then extra_topk_length must
+//     be absent); num_sms: 0 = all SMs of batch_ref's device
+// Returns tile_scheduler_metadata [sparse_decode_num_parts, kDecodeMetadataInts] int32 and
+// num_splits [batch + 1] int32.
+std::tuple<at::Tensor, at::Tensor> get_sparse_decode_metadata(
+    const at::Tensor& batch_ref, int64_t seqlen_q, int64_t num_heads_q, int64_t topk,
+    const std::optional<at::Tensor>& topk_length, int64_t extra_topk,
+    const std::optional<at::Tensor>& extra_topk_length, int64_t num_sms);
+
+// flash_mla::sparse_decode_fwd: sparse MLA decoding (spec section 2, flashmla/sparse_decode.h).
+//   q [b, s_q, h_q, d_qk] bfloat16; k_cache [num_blocks, page_block_size, 1, row] in the format
+//   is_fp8_kvcache and d_qk select: FP8 V3.2 (d_qk 576, row 656 bytes), FP8 MODEL1 (d_qk 512,
+//   row 584 bytes: a view of whole page blocks), bfloat16 (row d_qk); FP8 caches as
+//   float8_e4m3fn or uint8. indices [b, s_q, topk] int32, topk_length [b] int32, attn_sink [h_q]
+//   float32, extra_* the same for the optional second cache (same format, its own page size).
+// Returns out [b, s_q, h_q, head_dim_v] bfloat16 and lse [b, h_q, s_q] float32.
+std::tuple<at::Tensor, at::Tensor> sparse_decode_fwd(
+    const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& indices,
+    const std::optional<at::Tensor>& topk_length, const std::optional<at::Tensor>& attn_sink,
+    const at::Tensor& tile_scheduler_metadata, const at::Tensor& num_splits,
+    const std::optional<at::Tensor>& extra_k_cache, const std::optional<at::Tensor>& extra_indices,
+    const std::optional<at::Tensor>& extra_topk_length, int64_t head_dim_v, double softmax_scale,
+    bool is_fp8_kvcache);
 
 }  // namespace flashmla::torch_binding

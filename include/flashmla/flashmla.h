@@ -4,3 +4,6 @@
 #include "flashmla/common.h"
 #include "flashmla/decode_schedule.h"
 #include "flashmla/dense_decode.h"
+#include "flashmla/kv_cache_format.h"
+#include "flashmla/kv_cache_tools.h"
+#include "flashmla/sparse_decode.h"

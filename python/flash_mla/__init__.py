@@ -2,8 +2,9 @@
 
 ``import flash_mla`` offers the same names, arguments, defaults and return shapes as DeepSeek's
 FlashMLA, so code written for it (vLLM, SGLang, FlashMLA's own tests) runs unchanged. Dense
-decoding over a BF16/FP16 paged KV cache is implemented; the sparse/FP8 decode, sparse prefill
-and dense MHA prefill entry points exist but raise NotImplementedError for now.
+decoding over a BF16/FP16 paged KV cache and sparse (top-k) decoding over FP8 (V3.2, MODEL1) or
+BF16 caches are implemented, with the FP8 cache tools of ``flash_mla.kv_cache``; the sparse
+prefill and dense MHA prefill entry points exist but raise NotImplementedError for now.
 """
 
 __version__ = "0.1.0"
@@ -23,6 +24,12 @@ from flash_mla.flash_mla_interface import (
     flash_mla_with_kvcache,
     get_mla_metadata,
 )
+from flash_mla.kv_cache import (
+    FP8KVCacheLayout,
+    dequantize_k_cache,
+    quantize_k_cache,
+    write_k_cache,
+)
 
 __all__ = [
     "FlashMLASchedMeta",
@@ -32,4 +39,8 @@ __all__ = [
     "flash_attn_varlen_qkvpacked_func",
     "flash_attn_varlen_kvpacked_func",
     "flash_mla_sparse_fwd",
+    "FP8KVCacheLayout",
+    "quantize_k_cache",
+    "dequantize_k_cache",
+    "write_k_cache",
 ]

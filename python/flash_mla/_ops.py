@@ -65,3 +65,9 @@ def _dense_decode_fwd_fake(
     out = q.new_empty((batch, seqlen_q, num_heads_q, head_dim_v))
     lse = q.new_empty((batch, num_heads_q, seqlen_q), dtype=torch.float32)
     return out, lse
+
+
+# Fake implementations of the other operator families live beside this module; importing them
+# here registers them whenever the library asks for flash_mla._ops.
+from flash_mla import _ops_kv_cache  # noqa: E402,F401
+from flash_mla import _ops_sparse  # noqa: E402,F401

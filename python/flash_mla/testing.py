@@ -1,8 +1,10 @@
-"""Testing helpers: a PyTorch reference, the project's tolerances, and input generators.
+"""Testing helpers: PyTorch references, the project's tolerances, and input generators.
 
-Used by tests/python and bench/. The reference computes in float64 (inputs upcast), gathers each
-sequence's pages through its block table and never reads rows past cache_seqlens, so NaN in
-unused rows and garbage in unused block-table entries do not reach it.
+Used by tests/python and bench/. The references compute in float64 (inputs upcast). The dense one
+gathers each sequence's pages through its block table and never reads rows past cache_seqlens, so
+NaN in unused rows and garbage in unused block-table entries do not reach it; the sparse one
+(reference_sparse_decode) gathers only the rows that counted index entries name, so NaN in every
+other row (make_sparse_decode_inputs puts it there) does not reach it either.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ class Tolerance:
 
 OUT_TOL = Tolerance(abs_tol=1e-3, rel_tol=2 / 128, cos_tol=1e-5)
 LSE_TOL = Tolerance(abs_tol=1e-6, rel_tol=8 / 65536)
+# Sparse decoding: FlashMLA's own tolerances for its sparse decode test.
+SPARSE_OUT_TOL = Tolerance(abs_tol=1e-3, rel_tol=2.01 / 128, cos_tol=5e-6)
+SPARSE_LSE_TOL = Tolerance(abs_tol=1e-6, rel_tol=8.01 / 65536)
 
 
 def _first_indices(mask: torch.Tensor, count: int) -> list[tuple[int, ...]]:
@@ -115,9 +120,13 @@ def check_decode(
     ref_lse: torch.Tensor,
     out_abs: Optional[torch.Tensor] = None,
     logit_scale: Optional[torch.Tensor] = None,
+    *,
+    out_tol: Tolerance = OUT_TOL,
+    lse_tol: Tolerance = LSE_TOL,
 ) -> dict[str, int]:
-    """Checks a decode result against the reference with the project tolerances. The reference
-    output is rounded to the dtype of `out` first, as the kernel's output is.
+    """Checks a decode result against the reference with the project tolerances (`out_tol`,
+    `lse_tol`; sparse decoding passes SPARSE_OUT_TOL / SPARSE_LSE_TOL). The reference output is
+    rounded to the dtype of `out` first, as the kernel's output is.
 
     With the error scales of reference_dense_decode(return_error_scales=True), an element that
     misses the fixed tolerance still passes when its error is within the rounding the
@@ -135,8 +144,8 @@ def check_decode(
         bound_lse = LSE_ROUNDING * torch.where(
             finite, logit_scale.double() + ref_lse.double().abs(), 0.0
         )
-    n_out = check_close(out, ref_out.to(out.dtype), OUT_TOL, name="out", bound=bound_out)
-    n_lse = check_close(lse, ref_lse, LSE_TOL, name="lse", bound=bound_lse)
+    n_out = check_close(out, ref_out.to(out.dtype), out_tol, name="out", bound=bound_out)
+    n_lse = check_close(lse, ref_lse, lse_tol, name="lse", bound=bound_lse)
     ROUNDING_BOUND_STATS["checks"] += 1
     ROUNDING_BOUND_STATS["out_elements"] += out.numel()
     ROUNDING_BOUND_STATS["out_within_rounding_bound_only"] += n_out
@@ -346,3 +355,633 @@ def refill_(
     _random_(inputs.q, inputs.value_scale, inputs.value_clamp, gen)
     _random_(inputs.k_cache, inputs.value_scale, inputs.value_clamp, gen)
     _mark_unused_rows_nan_(inputs, inputs.cache_seqlens.tolist())
+
+
+# ---- Sparse decoding (spec section 2) ----------------------------------------------------------
+
+# Cache layouts of sparse decoding: head_dim_qk (None: 576 or 512) and bytes a token row shows.
+SPARSE_LAYOUTS = {"v32": (576, 656), "model1": (512, 584), "bf16": (None, None)}
+_MODEL1_ROW_BYTES, _MODEL1_SCALE_BYTES, _MODEL1_BLOCK_ALIGN = 576, 8, 576
+_NAN_BYTE = 0xFF  # NaN as float8_e4m3fn, float8_e8m0fnu, bfloat16 and float32 bytes alike
+
+
+@torch.no_grad()
+def reference_sparse_decode(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    indices: torch.Tensor,
+    topk_length: Optional[torch.Tensor] = None,
+    attn_sink: Optional[torch.Tensor] = None,
+    extra_k_cache: Optional[torch.Tensor] = None,
+    extra_indices: Optional[torch.Tensor] = None,
+    extra_topk_length: Optional[torch.Tensor] = None,
+    softmax_scale: Optional[float] = None,
+    head_dim_v: int = 512,
+    *,
+    batch_indices: Optional[Sequence[int]] = None,
+    compute_dtype: torch.dtype = torch.float64,
+    return_error_scales: bool = False,
+    max_chunk_bytes: int = 512 << 20,
+):
+    """Sparse MLA decoding in plain PyTorch (spec section 2, flashmla/sparse_decode.h).
+
+    k_cache / extra_k_cache are the caches as values: [num_blocks, page_block_size, 1, d_qk]
+    (bfloat16, FP8 caches dequantized, e.g. with flash_mla.kv_cache.dequantize_k_cache). Token
+    x of a cache is k_cache[x // page_block_size, x % page_block_size, 0]. For query token s of
+    sequence i, entry j of indices[i, s] counts when 0 <= x < num_blocks * page_block_size and
+    j < topk_length[i] (a negative length counts as 0); the counted main and extra tokens share
+    one softmax (a token listed twice counts twice). Only the rows of counted entries are read
+    (gathered one by one), so NaN anywhere else never reaches the result.
+
+    Returns out [n, s_q, h_q, head_dim_v] and lse [n, h_q, s_q], both float32, for the n
+    sequences of `batch_indices` (all by default). With attn_sink, out is scaled by
+    exp(lse) / (exp(lse) + exp(attn_sink[h])) and lse is not. A query without a counted token
+    gets out = 0 and lse = +inf. With return_error_scales, also returns out_abs = sum_t w_t |v_t|
+    (w_t the weight out gives v_t, the sink factor included; layout of out) and logit_scale
+    [n, h_q, s_q] = max |logit| + max sum_i |q_i k_i| * softmax_scale over the counted tokens
+    (0 when none): the scales of the rounding the kernel cannot avoid (see check_decode).
+    """
+    b, s_q, h_q, d_qk = q.shape
+    scale = d_qk ** (-0.5) if softmax_scale is None else softmax_scale
+    device = q.device
+    rows = list(range(b)) if batch_indices is None else [int(i) for i in batch_indices]
+    row_index = torch.tensor(rows, dtype=torch.long, device=device)
+    n, queries = len(rows), len(rows) * s_q
+
+    sources = [(k_cache, indices, topk_length)]
+    if extra_k_cache is not None:
+        if extra_indices is None:
+            raise ValueError("reference_sparse_decode: extra_k_cache needs extra_indices")
+        sources.append((extra_k_cache, extra_indices, extra_topk_length))
+    elif extra_indices is not None or extra_topk_length is not None:
+        raise ValueError("reference_sparse_decode: extra_indices needs extra_k_cache")
+    prepared = []  # (cache, token index [queries, cols], counted [queries, cols])
+    for cache, idx_all, length in sources:
+        idx = idx_all.to(device)[row_index].long()  # [n, s_q, cols]
+        cols = idx.shape[-1]
+        counted = (idx >= 0) & (idx < cache.shape[0] * cache.shape[1])
+        if length is not None:
+            lens = length.to(device)[row_index].long().clamp(min=0)
+            counted &= torch.arange(cols, device=device) < lens[:, None, None]
+        prepared.append((cache, idx.reshape(queries, cols), counted.reshape(queries, cols)))
+    total_cols = sum(p[1].shape[1] for p in prepared)
+
+    out = torch.zeros(queries, h_q, head_dim_v, dtype=torch.float32, device=device)
+    lse = torch.full((queries, h_q), math.inf, dtype=torch.float32, device=device)
+    out_abs = torch.zeros_like(out) if return_error_scales else None
+    logit_scale = torch.zeros_like(lse) if return_error_scales else None
+    q_rows = q[row_index].reshape(queries, h_q, d_qk)
+    sink = None if attn_sink is None else attn_sink.to(device=device, dtype=compute_dtype)
+
+    itemsize = torch.empty((), dtype=compute_dtype).element_size()
+    per_query = max(total_cols, 1) * itemsize * (2 * d_qk + 4 * h_q)
+    chunk = max(1, max_chunk_bytes // per_query)
+    for start in range(0, queries, chunk):
+        stop = min(start + chunk, queries)
+        kv = torch.zeros(stop - start, total_cols, d_qk, dtype=compute_dtype, device=device)
+        counted_all = torch.zeros(stop - start, total_cols, dtype=torch.bool, device=device)
+        col = 0
+        for cache, idx, counted in prepared:
+            cols = idx.shape[1]
+            c = counted[start:stop]
+            where = c.nonzero(as_tuple=True)
+            tokens = idx[start:stop][where].to(cache.device)
+            page = cache.shape[1]
+            gathered = cache[tokens // page, tokens % page, 0]  # only the counted rows
+            kv_cols = kv[:, col : col + cols]
+            kv_cols[where] = gathered.to(device=device, dtype=compute_dtype)
+            counted_all[:, col : col + cols] = c
+            col += cols
+        not_counted = ~counted_all[:, None, :]  # [m, 1, T]
+        qc = q_rows[start:stop].to(compute_dtype)
+        logits = torch.bmm(qc, kv.transpose(1, 2)).mul_(scale).masked_fill_(not_counted, -math.inf)
+        row_lse = torch.logsumexp(logits, dim=-1)  # [m, h_q]; -inf without a counted token
+        attends = row_lse.isfinite()
+        weights = torch.exp(logits - torch.where(attends, row_lse, 0.0).unsqueeze(-1))
+        if sink is not None:
+            # exp(lse) / (exp(lse) + exp(sink)) = sigmoid(lse - sink): 0 for +inf, 1 for -inf.
+            factor = torch.where(attends, torch.sigmoid(row_lse - sink[None, :]), 0.0)
+            weights = weights * factor.unsqueeze(-1)
+        values = kv[..., :head_dim_v]
+        out[start:stop] = torch.bmm(weights, values).float()
+        lse[start:stop] = torch.where(attends, row_lse, math.inf).float()
+        if return_error_scales:
+            out_abs[start:stop] = torch.bmm(weights, values.abs()).float()
+            magnitude = torch.bmm(qc.abs(), kv.abs().transpose(1, 2)).mul_(scale)
+            magnitude.masked_fill_(not_counted, 0.0)
+            bound = magnitude.amax(dim=-1) + logits.masked_fill(not_counted, 0.0).abs().amax(dim=-1)
+            logit_scale[start:stop] = bound.float()
+
+    out = out.view(n, s_q, h_q, head_dim_v)
+    lse = lse.view(n, s_q, h_q).transpose(1, 2).contiguous()
+    if return_error_scales:
+        out_abs = out_abs.view(n, s_q, h_q, head_dim_v)
+        logit_scale = logit_scale.view(n, s_q, h_q).transpose(1, 2).contiguous()
+        return out, lse, out_abs, logit_scale
+    return out, lse
+
+
+@dataclasses.dataclass
+class SparseSourceSpec:
+    """How to build one token source (the main cache or the extra one) of a sparse case."""
+
+    topk: int = 64
+    page_block_size: int = 64
+    # Tokens each sequence owns in the cache (the indices pick among them); None: random in
+    # [topk // 2 + 1, 2 * topk] (so some sequences own fewer than topk and get -1 padding).
+    seq_tokens: Optional[Sequence[int]] = None
+    # None: no topk_length tensor. Otherwise one entry per sequence (0, > topk or < 0 allowed).
+    topk_length: Optional[Sequence[int]] = None
+    invalid_fraction: float = 0.1  # entries replaced by -1 or an out-of-range index
+    all_invalid_fraction: float = 0.0  # query tokens all of whose entries are invalid
+    spare_blocks: int = 2  # pages no sequence owns (NaN rows that invalid indices must not reach)
+    block_gap: int = 1  # NaN token rows (MODEL1: 576-byte units) after each block, FlashMLA style
+    token_pad: int = 0  # bf16: elements, v32: bytes (multiple of 16) of NaN after each token row
+    indices_pad: int = 0  # garbage columns after each index row (indices become a strided view)
+
+
+@dataclasses.dataclass
+class SparseCache:
+    """One token source: the cache as the kernel gets it, its values as the reference reads
+    them, and the index lists into it."""
+
+    layout: str  # "v32", "model1" or "bf16"
+    d_qk: int
+    k_cache: torch.Tensor  # the kernel's view into `storage` (FP8: float8_e4m3fn or uint8)
+    ref_cache: torch.Tensor  # [num_blocks, page, 1, d_qk] bfloat16 values (FP8: dequantized)
+    indices: torch.Tensor  # [b, s_q, topk] int32 (last dim contiguous)
+    topk_length: Optional[torch.Tensor]  # [b] int32
+    seq_tokens: list[int]
+    storage: torch.Tensor  # the whole allocation: gaps and pads hold NaN bytes
+    value_scale: float = 1.0
+    value_clamp: Optional[float] = None
+    poison_unused: bool = True
+
+    @property
+    def num_blocks(self) -> int:
+        return self.k_cache.shape[0]
+
+    @property
+    def page_block_size(self) -> int:
+        return self.k_cache.shape[1]
+
+
+@dataclasses.dataclass
+class SparseDecodeInputs:
+    """One sparse decode batch (see make_sparse_decode_inputs)."""
+
+    q: torch.Tensor  # [b, s_q, h_q, d_qk] bfloat16 (maybe a strided view)
+    main: SparseCache
+    extra: Optional[SparseCache]
+    attn_sink: Optional[torch.Tensor]  # [h_q] float32
+    is_fp8_kvcache: bool
+    # [b] int32: tokens each sequence owns in the main cache, what a serving engine would pass
+    # to the tensor form of get_mla_metadata (which only uses its size and device).
+    cache_seqlens: torch.Tensor
+    value_scale: float = 1.0
+    value_clamp: Optional[float] = None
+
+    def kwargs(self) -> dict:
+        """The sparse arguments of flash_mla_with_kvcache for this batch."""
+        extra = self.extra
+        return dict(
+            is_fp8_kvcache=self.is_fp8_kvcache,
+            indices=self.main.indices,
+            attn_sink=self.attn_sink,
+            extra_k_cache=None if extra is None else extra.k_cache,
+            extra_indices_in_kvcache=None if extra is None else extra.indices,
+            topk_length=self.main.topk_length,
+            extra_topk_length=None if extra is None else extra.topk_length,
+        )
+
+
+def _layout_name(layout) -> str:
+    """The layout name ("v32", "model1" or "bf16"), also of FlashMLA-style enum members."""
+    name = str(getattr(layout, "name", layout)).lower()
+    for key in ("v32", "model1", "bf16"):
+        if name.startswith(key):
+            return key
+    raise ValueError(f"unknown sparse cache layout {layout!r} (expected v32, model1 or bf16)")
+
+
+def _invalid_fillers(num_tokens: int) -> list[int]:
+    """Invalid index values: mostly -1 (FlashMLA's padding), and out-of-range ones."""
+    return [-1, -1, -1, -1, -2, num_tokens, num_tokens + 12345, 2**31 - 1, -(2**31)]
+
+
+def _draw_indices(
+    spec: SparseSourceSpec,
+    seq_tokens: Sequence[int],
+    table: torch.Tensor,
+    num_tokens: int,
+    s_q: int,
+    gen: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
+    """[b, s_q, topk] int64: each query token picks distinct tokens of its own sequence, in
+    random order, mixed with invalid entries."""
+    b, topk, page = len(seq_tokens), spec.topk, spec.page_block_size
+    queries = b * s_q
+    lengths = torch.tensor(list(seq_tokens), dtype=torch.long, device=device)
+    lengths = lengths.repeat_interleave(s_q)  # [queries]
+    span = max(max(seq_tokens, default=0), 1)
+    picks = min(topk, span)
+    keys = torch.rand(queries, span, generator=gen, device=device)
+    keys.masked_fill_(torch.arange(span, device=device) >= lengths[:, None], 2.0)
+    positions = keys.topk(picks, dim=1, largest=False, sorted=False).indices  # [queries, picks]
+    owned = positions < lengths[:, None]
+    seq_of = torch.arange(b, device=device).repeat_interleave(s_q)
+    pos = torch.where(owned, positions, 0)
+    blocks = table.to(device)[seq_of[:, None], pos // page]
+    idx = torch.where(owned, blocks * page + pos % page, -1)
+    if picks < topk:
+        idx = torch.cat([idx, idx.new_full((queries, topk - picks), -1)], dim=1)
+
+    fillers = torch.tensor(_invalid_fillers(num_tokens), dtype=torch.long, device=device)
+
+    def random_fillers(shape) -> torch.Tensor:
+        return fillers[torch.randint(0, len(fillers), shape, generator=gen, device=device)]
+
+    if spec.invalid_fraction > 0:
+        replace = torch.rand(queries, topk, generator=gen, device=device) < spec.invalid_fraction
+        idx = torch.where(replace, random_fillers((queries, topk)), idx)
+    if spec.all_invalid_fraction > 0:
+        empty = torch.rand(queries, generator=gen, device=device) < spec.all_invalid_fraction
+        idx = torch.where(empty[:, None], random_fillers((queries, topk)), idx)
+    order = torch.rand(queries, topk, generator=gen, device=device).argsort(dim=1)
+    return idx.gather(1, order).view(b, s_q, topk)
+
+
+def _allocate_cache(
+    layout: str, d_qk: int, num_blocks: int, spec: SparseSourceSpec, uint8: bool, device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(storage filled with NaN bytes, the kernel's view of the cache into it)."""
+    page, gap = spec.page_block_size, spec.block_gap
+    if layout == "bf16":
+        storage = torch.full(
+            (num_blocks, page + gap, 1, d_qk + spec.token_pad),
+            math.nan,
+            dtype=torch.bfloat16,
+            device=device,
+        )
+        return storage, storage[:, :page, :, :d_qk]
+    if layout == "v32":
+        storage = torch.full(
+            (num_blocks, page + gap, 1, 656 + spec.token_pad),
+            _NAN_BYTE,
+            dtype=torch.uint8,
+            device=device,
+        )
+        view = storage[:, :page, :, :656]
+    else:
+        block_bytes = page * (_MODEL1_ROW_BYTES + _MODEL1_SCALE_BYTES)
+        padded = -(-block_bytes // _MODEL1_BLOCK_ALIGN) * _MODEL1_BLOCK_ALIGN
+        storage = torch.full(
+            (num_blocks, padded + gap * _MODEL1_BLOCK_ALIGN),
+            _NAN_BYTE,
+            dtype=torch.uint8,
+            device=device,
+        )
+        view = storage[:, :block_bytes].view(num_blocks, page, 1, 584)
+    return storage, view if uint8 else view.view(torch.float8_e4m3fn)
+
+
+def _cache_bytes(cache: SparseCache) -> torch.Tensor:
+    return cache.k_cache if cache.k_cache.dtype == torch.uint8 else cache.k_cache.view(torch.uint8)
+
+
+def _write_values_(cache: SparseCache, gen: torch.Generator, max_chunk_bytes: int = 256 << 20):
+    """Fills every token row with fresh random values (quantized for the FP8 layouts), a few
+    blocks at a time, and stores what the reference reads in ref_cache."""
+    num_blocks, page, d = cache.num_blocks, cache.page_block_size, cache.d_qk
+    step = max(1, max_chunk_bytes // (page * d * 4))
+    for b0 in range(0, num_blocks, step):
+        b1 = min(b0 + step, num_blocks)
+        src = torch.empty(b1 - b0, page, 1, d, dtype=torch.float32, device=cache.k_cache.device)
+        _random_(src, cache.value_scale, cache.value_clamp, gen)
+        src = src.to(torch.bfloat16)
+        if cache.layout == "bf16":
+            cache.k_cache[b0:b1] = src  # ref_cache is this same view
+            continue
+        from flash_mla.kv_cache import dequantize_k_cache, quantize_k_cache
+
+        quant = quantize_k_cache(src, cache.layout)
+        qbytes = quant if quant.dtype == torch.uint8 else quant.view(torch.uint8)
+        if cache.layout == "v32":
+            _cache_bytes(cache)[b0:b1] = qbytes
+        else:
+            # FlashMLA's MODEL1 view: element (block, r, 0, c) is byte r * 584 + c of the block.
+            if tuple(qbytes.shape) != (b1 - b0, page, 1, 584) or (
+                page > 1 and qbytes.stride(1) != 584
+            ):
+                raise AssertionError(
+                    f"quantize_k_cache(model1) returned shape {tuple(qbytes.shape)} strides "
+                    f"{qbytes.stride()}, expected the [blocks, page, 1, 584] view of whole blocks"
+                )
+            block_bytes = page * 584
+            cache.storage[b0:b1, :block_bytes] = qbytes.reshape(b1 - b0, block_bytes)
+        cache.ref_cache[b0:b1] = dequantize_k_cache(quant, cache.layout).reshape(
+            b1 - b0, page, 1, d
+        )
+
+
+def _counted_rows(cache: SparseCache) -> torch.Tensor:
+    """[num_blocks, page] bool: the rows some counted entry (valid, within topk_length) names."""
+    num_tokens = cache.num_blocks * cache.page_block_size
+    idx = cache.indices.long()
+    counted = (idx >= 0) & (idx < num_tokens)
+    if cache.topk_length is not None:
+        lens = cache.topk_length.long().clamp(min=0)
+        counted &= torch.arange(idx.shape[-1], device=idx.device) < lens[:, None, None]
+    used = torch.zeros(num_tokens, dtype=torch.bool, device=idx.device)
+    used[idx[counted]] = True
+    return used.view(cache.num_blocks, cache.page_block_size)
+
+
+def _poison_unused_(cache: SparseCache) -> None:
+    """NaN in every row no counted entry names: in the kernel's bytes and in ref_cache."""
+    unused = ~_counted_rows(cache).to(cache.k_cache.device)
+    if cache.layout == "bf16":
+        cache.k_cache[unused] = math.nan
+        return
+    if cache.layout == "v32":
+        _cache_bytes(cache)[unused] = _NAN_BYTE
+    else:
+        page, num_blocks = cache.page_block_size, cache.num_blocks
+        data = cache.storage[:, : page * _MODEL1_ROW_BYTES].view(
+            num_blocks, page, _MODEL1_ROW_BYTES
+        )
+        scales = cache.storage[:, page * _MODEL1_ROW_BYTES : page * 584].view(
+            num_blocks, page, _MODEL1_SCALE_BYTES
+        )
+        data[unused] = _NAN_BYTE
+        scales[unused] = _NAN_BYTE
+    cache.ref_cache[unused] = math.nan
+
+
+def make_sparse_cache(
+    spec: SparseSourceSpec,
+    *,
+    b: int,
+    s_q: int,
+    layout,
+    d_qk: Optional[int] = None,
+    device: torch.device | str = "cuda",
+    uint8: bool = False,
+    value_scale: float = 1.0,
+    value_clamp: Optional[float] = None,
+    poison_unused: bool = True,
+    seed: int = 0,
+) -> SparseCache:
+    """Builds one token source of a sparse case.
+
+    Every sequence owns spec.seq_tokens[i] tokens on randomly permuted pages of the cache; each
+    query token's index list names distinct tokens of its own sequence in random order (as many
+    as it owns, at most topk), the rest -1, and spec.invalid_fraction of the entries replaced by
+    -1 or out-of-range values. Values are N(0, value_scale^2) (clamped to +-value_clamp),
+    quantized with flash_mla.kv_cache.quantize_k_cache for the FP8 layouts. With poison_unused,
+    every row that no counted entry names (unowned pages, tokens not picked, tokens named only
+    past topk_length) holds NaN bytes, and so do the gaps between blocks and rows.
+    """
+    layout = _layout_name(layout)
+    fixed_d, _ = SPARSE_LAYOUTS[layout]
+    d_qk = fixed_d if fixed_d is not None else (d_qk or 576)
+    if fixed_d is not None and d_qk != fixed_d:
+        raise ValueError(f"layout {layout} stores head_dim {fixed_d}, got d_qk {d_qk}")
+    device = torch.device(device)
+    rng = torch.Generator().manual_seed(seed)
+    if spec.seq_tokens is None:
+        lo, hi = spec.topk // 2 + 1, 2 * spec.topk
+        seq_tokens = torch.randint(lo, hi + 1, (b,), generator=rng).tolist()
+    else:
+        seq_tokens = [int(n) for n in spec.seq_tokens]
+        if len(seq_tokens) != b:
+            raise ValueError(f"seq_tokens has {len(seq_tokens)} entries for batch {b}")
+    page = spec.page_block_size
+    pages = [-(-n // page) for n in seq_tokens]
+    num_blocks = max(sum(pages) + spec.spare_blocks, 1)
+    perm = torch.randperm(num_blocks, generator=rng)
+    table = torch.zeros(b, max(max(pages, default=0), 1), dtype=torch.long)
+    start = 0
+    for i, count in enumerate(pages):
+        table[i, :count] = perm[start : start + count]
+        start += count
+
+    gen = torch.Generator(device=device).manual_seed(seed + 1)
+    num_tokens = num_blocks * page
+    idx = _draw_indices(spec, seq_tokens, table, num_tokens, s_q, gen, device).to(torch.int32)
+    if spec.indices_pad:
+        buffer = torch.full(
+            (b, s_q, spec.topk + spec.indices_pad), 7, dtype=torch.int32, device=device
+        )
+        buffer[..., : spec.topk] = idx
+        idx = buffer[..., : spec.topk]
+    topk_length = None
+    if spec.topk_length is not None:
+        topk_length = torch.tensor(list(spec.topk_length), dtype=torch.int32, device=device)
+
+    storage, k_cache = _allocate_cache(layout, d_qk, num_blocks, spec, uint8, device)
+    if layout == "bf16":
+        ref_cache = k_cache
+    else:
+        ref_cache = torch.empty(num_blocks, page, 1, d_qk, dtype=torch.bfloat16, device=device)
+    cache = SparseCache(
+        layout=layout,
+        d_qk=d_qk,
+        k_cache=k_cache,
+        ref_cache=ref_cache,
+        indices=idx,
+        topk_length=topk_length,
+        seq_tokens=seq_tokens,
+        storage=storage,
+        value_scale=value_scale,
+        value_clamp=value_clamp,
+        poison_unused=poison_unused,
+    )
+    _write_values_(cache, gen)
+    if poison_unused:
+        _poison_unused_(cache)
+    return cache
+
+
+def make_attn_sink(
+    h_q: int, mode: str, typical_lse: float, *, device="cuda", seed: int = 0
+) -> Optional[torch.Tensor]:
+    """attn_sink for a case: mode "none" (None), "finite" (around typical_lse, where the sink
+    factor matters), "mixed" (finite, +inf and -inf heads), "+inf" or "-inf" (every head)."""
+    if mode == "none":
+        return None
+    if mode in ("+inf", "-inf"):
+        return torch.full((h_q,), float(mode), dtype=torch.float32, device=device)
+    gen = torch.Generator().manual_seed(seed)
+    sink = typical_lse + 2.0 * torch.randn(h_q, generator=gen, dtype=torch.float32)
+    if mode == "mixed":
+        kind = torch.randint(0, 4, (h_q,), generator=gen)
+        if h_q >= 3:
+            kind[:2] = torch.tensor([0, 1])  # at least one +inf and one -inf head
+        sink[kind == 0] = math.inf
+        sink[kind == 1] = -math.inf
+    elif mode != "finite":
+        raise ValueError(f"unknown attn_sink mode {mode!r}")
+    return sink.to(device)
+
+
+def make_sparse_decode_inputs(
+    main: SparseSourceSpec,
+    *,
+    b: int,
+    s_q: int,
+    h_q: int,
+    layout,
+    d_qk: Optional[int] = None,
+    extra: Optional[SparseSourceSpec] = None,
+    sink: str = "none",
+    uint8: bool = False,
+    q_pad: int = 0,
+    value_scale: float = 1.0,
+    value_clamp: Optional[float] = None,
+    poison_unused: bool = True,
+    device: torch.device | str = "cuda",
+    seed: int = 0,
+) -> SparseDecodeInputs:
+    """Builds a sparse decode batch: q [b, s_q, h_q, d_qk] bfloat16 (a view with q_pad NaN
+    columns after each row when q_pad > 0), the main token source, the optional extra one (same
+    layout) and attn_sink (see make_attn_sink). Layouts: "v32" (FP8, d_qk 576), "model1" (FP8,
+    d_qk 512), "bf16" (d_qk 576 or 512)."""
+    layout = _layout_name(layout)
+    common = dict(
+        b=b,
+        s_q=s_q,
+        layout=layout,
+        d_qk=d_qk,
+        device=device,
+        uint8=uint8,
+        value_scale=value_scale,
+        value_clamp=value_clamp,
+        poison_unused=poison_unused,
+    )
+    main_cache = make_sparse_cache(main, seed=seed, **common)
+    extra_cache = None if extra is None else make_sparse_cache(extra, seed=seed + 7919, **common)
+    d = main_cache.d_qk
+    q_buf = torch.full((b, s_q, h_q, d + q_pad), math.nan, dtype=torch.bfloat16, device=device)
+    q = q_buf[..., :d]
+    topk_total = main.topk + (0 if extra is None else extra.topk)
+    inputs = SparseDecodeInputs(
+        q=q,
+        main=main_cache,
+        extra=extra_cache,
+        attn_sink=make_attn_sink(
+            h_q, sink, math.log(topk_total) + 0.5 * value_scale**2, device=device, seed=seed
+        ),
+        is_fp8_kvcache=layout != "bf16",
+        cache_seqlens=torch.tensor(main_cache.seq_tokens, dtype=torch.int32, device=device),
+        value_scale=value_scale,
+        value_clamp=value_clamp,
+    )
+    gen = torch.Generator(device=q.device).manual_seed(seed + 2)
+    _random_(inputs.q, value_scale, value_clamp, gen)
+    return inputs
+
+
+def refill_sparse_(
+    inputs: SparseDecodeInputs,
+    *,
+    seed: int = 1,
+    topk_length: Optional[Sequence[int]] = None,
+    extra_topk_length: Optional[Sequence[int]] = None,
+) -> None:
+    """Writes new random values into q and both caches in place (same storage, same indices, as
+    a CUDA graph needs), optionally new topk_length / extra_topk_length values into the existing
+    tensors; rows no counted entry names become NaN again."""
+    gen = torch.Generator(device=inputs.q.device).manual_seed(seed)
+    _random_(inputs.q, inputs.value_scale, inputs.value_clamp, gen)
+    for cache, lengths in ((inputs.main, topk_length), (inputs.extra, extra_topk_length)):
+        if cache is None:
+            if lengths is not None:
+                raise ValueError("extra_topk_length given for a batch without an extra cache")
+            continue
+        if lengths is not None:
+            if cache.topk_length is None:
+                raise ValueError("new lengths for a source built without a topk_length tensor")
+            cache.topk_length.copy_(torch.tensor(list(lengths), dtype=torch.int32))
+        _write_values_(cache, gen)
+        if cache.poison_unused:
+            _poison_unused_(cache)
+
+
+def reference_for(
+    inputs: SparseDecodeInputs,
+    head_dim_v: int = 512,
+    *,
+    softmax_scale: Optional[float] = None,
+    batch_indices: Optional[Sequence[int]] = None,
+    return_error_scales: bool = True,
+):
+    """reference_sparse_decode of a SparseDecodeInputs batch."""
+    extra = inputs.extra
+    return reference_sparse_decode(
+        inputs.q,
+        inputs.main.ref_cache,
+        inputs.main.indices,
+        inputs.main.topk_length,
+        inputs.attn_sink,
+        None if extra is None else extra.ref_cache,
+        None if extra is None else extra.indices,
+        None if extra is None else extra.topk_length,
+        softmax_scale=softmax_scale,
+        head_dim_v=head_dim_v,
+        batch_indices=batch_indices,
+        return_error_scales=return_error_scales,
+    )
+
+
+def check_sparse_decode_against_reference(
+    inputs: SparseDecodeInputs,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    head_dim_v: int = 512,
+    *,
+    softmax_scale: Optional[float] = None,
+    batch_indices: Optional[Sequence[int]] = None,
+) -> dict[str, int]:
+    """Computes the float64 reference of `inputs` (for `batch_indices`, all by default) and
+    checks `out`/`lse` (already restricted to those sequences) against it with the sparse
+    tolerances and the rounding bounds of check_decode. A query without a counted token must
+    give exactly out = 0 (and lse = +inf, which check_close's inf-position rule enforces)."""
+    ref_out, ref_lse, out_abs, logit_scale = reference_for(
+        inputs, head_dim_v, softmax_scale=softmax_scale, batch_indices=batch_indices
+    )
+    empty = (ref_lse == math.inf).transpose(1, 2)  # [n, s_q, h_q]
+    if bool(empty.any()):
+        nonzero = (out.to(ref_out.device)[empty] != 0).any(dim=-1)
+        if bool(nonzero.any()):
+            raise AssertionError(
+                f"out: {int(nonzero.sum())} of {int(empty.sum())} queries without a counted "
+                "token have a non-zero output (expected exactly 0)"
+            )
+    return check_decode(
+        out,
+        lse,
+        ref_out,
+        ref_lse,
+        out_abs,
+        logit_scale,
+        out_tol=SPARSE_OUT_TOL,
+        lse_tol=SPARSE_LSE_TOL,
+    )
+
+
+def sparse_counted_entries(cache: SparseCache) -> int:
+    """How many index entries count (valid and within topk_length), over all query tokens."""
+    num_tokens = cache.num_blocks * cache.page_block_size
+    idx = cache.indices.long()
+    counted = (idx >= 0) & (idx < num_tokens)
+    if cache.topk_length is not None:
+        lens = cache.topk_length.long().clamp(min=0)
+        counted &= torch.arange(idx.shape[-1], device=idx.device) < lens[:, None, None]
+    return int(counted.sum())
+
+
+def sparse_retrieved_tokens(cache: SparseCache) -> int:
+    """How many distinct cache rows the counted entries name (each is read once at best)."""
+    return int(_counted_rows(cache).sum())

@@ -9,18 +9,23 @@ namespace flashmla {
 
 namespace detail {
 
-DenseDecodeWorkspaceLayout dense_decode_workspace_layout(const DenseDecodeParams& params) {
+DenseDecodeWorkspaceLayout decode_workspace_layout(int64_t max_splits, int64_t rows,
+                                                   int64_t head_dim_v) {
   DenseDecodeWorkspaceLayout layout;
-  // Every sequence has one split and every part boundary adds at most one more.
-  const int64_t max_splits = int64_t(std::max(params.batch, 0)) + std::max(params.num_parts, 1);
-  const int64_t rows = int64_t(std::max(params.seqlen_q, 0)) * std::max(params.num_heads_q, 0);
   const auto align = [](int64_t bytes) { return (bytes + 255) / 256 * 256; };
   layout.o_accum_offset = 0;
-  layout.o_accum_bytes = align(max_splits * rows * std::max(params.head_dim_v, 0) * 4);
+  layout.o_accum_bytes = align(max_splits * rows * head_dim_v * 4);
   layout.lse_accum_offset = layout.o_accum_bytes;
   layout.lse_accum_bytes = align(max_splits * rows * 4);
   layout.total_bytes = std::max<int64_t>(layout.lse_accum_offset + layout.lse_accum_bytes, 256);
   return layout;
+}
+
+DenseDecodeWorkspaceLayout dense_decode_workspace_layout(const DenseDecodeParams& params) {
+  // Every sequence has one split and every part boundary adds at most one more.
+  const int64_t max_splits = int64_t(std::max(params.batch, 0)) + std::max(params.num_parts, 1);
+  const int64_t rows = int64_t(std::max(params.seqlen_q, 0)) * std::max(params.num_heads_q, 0);
+  return decode_workspace_layout(max_splits, rows, std::max(params.head_dim_v, 0));
 }
 
 }  // namespace detail

@@ -15,6 +15,10 @@ struct DenseDecodeWorkspaceLayout {
   int64_t total_bytes = 0;
 };
 
+// The layout for `max_splits` splits of `rows` query rows (over all KV heads) of d_v columns.
+DenseDecodeWorkspaceLayout decode_workspace_layout(int64_t max_splits, int64_t rows,
+                                                   int64_t head_dim_v);
+
 DenseDecodeWorkspaceLayout dense_decode_workspace_layout(const DenseDecodeParams& params);
 
 }  // namespace flashmla::detail

@@ -15,7 +15,9 @@ namespace {
 __global__ void plan_decode_kernel(int batch, const int32_t* __restrict__ cache_seqlens,
                                    int num_parts, DecodePartRange* parts, int32_t* num_splits) {
   if (threadIdx.x == 0 && blockIdx.x == 0) {
-    detail::plan_decode_core(batch, cache_seqlens, num_parts, parts, num_splits);
+    detail::plan_decode_core(
+        batch, [&](int i) { return detail::decode_num_tiles(cache_seqlens[i]); }, num_parts, parts,
+        num_splits);
   }
 }
 
@@ -80,8 +82,9 @@ void plan_decode_host(const DecodeScheduleShape& shape, const int32_t* cache_seq
   detail::require(tile_scheduler_metadata != nullptr, fn, "tile_scheduler_metadata",
                   "must not be null");
   detail::require(num_splits != nullptr, fn, "num_splits", "must not be null");
-  detail::plan_decode_core(shape.batch, cache_seqlens, num_parts,
-                           reinterpret_cast<DecodePartRange*>(tile_scheduler_metadata), num_splits);
+  detail::plan_decode_core(
+      shape.batch, [&](int i) { return detail::decode_num_tiles(cache_seqlens[i]); }, num_parts,
+      reinterpret_cast<DecodePartRange*>(tile_scheduler_metadata), num_splits);
 }
 
 }  // namespace flashmla

@@ -23,13 +23,25 @@ FLASHMLA_HOST_DEVICE inline int decode_num_tiles(int32_t seqlen) {
   return seqlen > 0 ? (seqlen + kDecodeTileTokens - 1) / kDecodeTileTokens : 0;
 }
 
+// Tiles of sparse sequence i: its main and extra index lists are tiled separately.
+FLASHMLA_HOST_DEVICE inline int sparse_decode_num_tiles(int i, int topk, const int32_t* topk_length,
+                                                        int extra_topk,
+                                                        const int32_t* extra_topk_length) {
+  const auto clamp_len = [](int32_t len, int max) { return len < 0 ? 0 : (len > max ? max : len); };
+  const int main_len = topk_length ? clamp_len(topk_length[i], topk) : topk;
+  const int extra_len =
+      extra_topk_length ? clamp_len(extra_topk_length[i], extra_topk) : extra_topk;
+  return decode_num_tiles(main_len) + decode_num_tiles(extra_len);
+}
+
 // Writes num_parts ranges and batch + 1 split prefix sums. Single-threaded: O(batch + parts).
-FLASHMLA_HOST_DEVICE inline void plan_decode_core(int batch, const int32_t* cache_seqlens,
-                                                  int num_parts, DecodePartRange* parts,
-                                                  int32_t* num_splits) {
+// `tiles_of(i)` is the number of KV tiles of sequence i.
+template <class TilesOf>
+FLASHMLA_HOST_DEVICE inline void plan_decode_core(int batch, TilesOf tiles_of, int num_parts,
+                                                  DecodePartRange* parts, int32_t* num_splits) {
   constexpr int overhead = kDecodeSplitOverheadTiles;
   int64_t total_cost = 0;
-  for (int i = 0; i < batch; ++i) total_cost += decode_num_tiles(cache_seqlens[i]) + overhead;
+  for (int i = 0; i < batch; ++i) total_cost += tiles_of(i) + overhead;
   const int64_t payload = (total_cost + num_parts - 1) / num_parts + overhead;
 
   int batch_idx = 0;  // next sequence to place
@@ -43,16 +55,19 @@ FLASHMLA_HOST_DEVICE inline void plan_decode_core(int batch, const int32_t* cach
     range.begin_split = split_idx;
     range.end_batch = batch_idx - 1;  // empty until something is placed
     range.end_tile = 0;
+    range.end_is_last = 0;
+    range.reserved[0] = range.reserved[1] = 0;
     // The last part takes whatever remains, so the plan always covers everything.
     int64_t remaining = (part == num_parts - 1) ? INT64_MAX / 2 : payload;
     while (batch_idx < batch) {
-      const int num_tiles = decode_num_tiles(cache_seqlens[batch_idx]);
+      const int num_tiles = tiles_of(batch_idx);
       const int64_t rest_cost = (num_tiles - tile_idx) + overhead;
       if (rest_cost <= remaining) {
         // The rest of this sequence fits: its last split ends here.
         remaining -= rest_cost;
         range.end_batch = batch_idx;
         range.end_tile = num_tiles;
+        range.end_is_last = 1;
         num_splits[batch_idx + 1] = split_idx + 1;
         ++batch_idx;
         tile_idx = 0;
@@ -65,6 +80,7 @@ FLASHMLA_HOST_DEVICE inline void plan_decode_core(int batch, const int32_t* cach
         tile_idx += static_cast<int>(tiles_taken);
         range.end_batch = batch_idx;
         range.end_tile = tile_idx;
+        range.end_is_last = 0;
         ++split_idx;
       }
       break;

@@ -43,7 +43,7 @@ Plan make_plan(const std::vector<int32_t>& seqlens, int num_parts, int page_bloc
   const int batch = static_cast<int>(seqlens.size());
   const DecodeScheduleShape shape{batch, 128, 1, 132};
   Plan plan;
-  plan.parts.assign(num_parts, DecodePartRange{-7, -7, -7, -7, -7, {-7, -7, -7}});
+  plan.parts.assign(num_parts, DecodePartRange{-7, -7, -7, -7, -7, -7, {-7, -7}});
   plan.num_splits.assign(batch + 1, -7);
   plan_decode_host(shape, seqlens.data(), page_block_size, num_parts,
                    reinterpret_cast<int32_t*>(plan.parts.data()), plan.num_splits.data());

@@ -104,3 +104,86 @@ def test_check_close_rounding_bound():
     assert testing.check_close(actual, ref, testing.OUT_TOL, bound=bound) == 1
     with pytest.raises(AssertionError):
         testing.check_close(actual, ref, testing.OUT_TOL, bound=bound / 2)
+
+
+def naive_sparse_decode(q, sources, scale, d_v, sink):
+    """Per query and head: collect the counted rows one by one, softmax, sink factor."""
+    b, s_q, h_q, _ = q.shape
+    out = torch.zeros(b, s_q, h_q, d_v, dtype=torch.float64)
+    lse = torch.full((b, h_q, s_q), math.inf, dtype=torch.float64)
+    for i in range(b):
+        for j in range(s_q):
+            rows = []
+            for cache, indices, lengths in sources:
+                num_blocks, page = cache.shape[0], cache.shape[1]
+                topk = indices.shape[-1]
+                count = topk if lengths is None else max(0, min(int(lengths[i]), topk))
+                for k in range(count):
+                    x = int(indices[i, j, k])
+                    if 0 <= x < num_blocks * page:
+                        rows.append(cache[x // page, x % page, 0].double())
+            if not rows:
+                continue
+            kv = torch.stack(rows)
+            for h in range(h_q):
+                logits = kv @ q[i, j, h].double() * scale
+                lse[i, h, j] = torch.logsumexp(logits, 0)
+                o = torch.softmax(logits, 0) @ kv[:, :d_v]
+                if sink is not None:
+                    o = o / (1 + torch.exp(sink[h].double() - lse[i, h, j]))
+                out[i, j, h] = o
+    return out, lse
+
+
+@pytest.mark.parametrize("sink", ["none", "mixed"])
+@pytest.mark.parametrize("with_extra", [False, True])
+def test_sparse_reference_matches_naive(sink: str, with_extra: bool):
+    main = testing.SparseSourceSpec(
+        topk=40,
+        page_block_size=7,
+        topk_length=[0, 40, 17, 100, -1],
+        invalid_fraction=0.2,
+        all_invalid_fraction=0.2,
+        token_pad=16,
+        indices_pad=3,
+        block_gap=2,
+    )
+    extra = testing.SparseSourceSpec(topk=20, page_block_size=3) if with_extra else None
+    inputs = testing.make_sparse_decode_inputs(
+        main,
+        b=5,
+        s_q=2,
+        h_q=3,
+        layout="bf16",
+        d_qk=40,
+        extra=extra,
+        sink=sink,
+        q_pad=8,
+        device="cpu",
+        seed=3,
+    )
+    ref_out, ref_lse = testing.reference_for(inputs, 16, return_error_scales=False)
+    sources = [(inputs.main.ref_cache, inputs.main.indices, inputs.main.topk_length)]
+    if with_extra:
+        sources.append((inputs.extra.ref_cache, inputs.extra.indices, inputs.extra.topk_length))
+    out, lse = naive_sparse_decode(inputs.q, sources, 40**-0.5, 16, inputs.attn_sink)
+    torch.testing.assert_close(ref_out.double(), out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ref_lse.double(), lse, rtol=1e-6, atol=1e-6)
+    if not with_extra:
+        assert (ref_lse[0] == math.inf).all() and (ref_out[0] == 0).all()  # topk_length 0
+        assert (ref_lse[4] == math.inf).all()  # topk_length -1
+
+
+def test_sparse_inputs_hide_nan_only_in_uncounted_rows():
+    main = testing.SparseSourceSpec(topk=30, page_block_size=5, topk_length=[30, 4, 0])
+    inputs = testing.make_sparse_decode_inputs(
+        main, b=3, s_q=2, h_q=2, layout="bf16", d_qk=24, device="cpu", seed=4
+    )
+    cache = inputs.main
+    counted = testing._counted_rows(cache)
+    assert torch.isfinite(cache.k_cache[counted]).all()
+    assert torch.isnan(cache.k_cache[~counted]).all()
+    assert torch.isnan(cache.storage[:, cache.page_block_size :]).all()  # the gaps
+    assert int(counted.sum()) == testing.sparse_retrieved_tokens(cache)
+    # Entries past topk_length may name owned rows, which must be NaN unless counted elsewhere.
+    assert testing.sparse_counted_entries(cache) <= 30 * 2 + 4 * 2

@@ -81,6 +81,17 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
   }
   const int s = row / p.heads_per_kv;
   const int head = kv_head * p.heads_per_kv + row % p.heads_per_kv;
+  if (p.attn_sink != nullptr && !empty) {
+    // exp(lse) / (exp(lse) + exp(sink)) = 1 / (1 + exp(sink - lse)): 0 for sink = +inf.
+    const float sink_factor = 1.f / (1.f + expf(p.attn_sink[head] - lse));
+#pragma unroll
+    for (int c = 0; c < kColsPerLane / 4; ++c) {
+      acc[c].x *= sink_factor;
+      acc[c].y *= sink_factor;
+      acc[c].z *= sink_factor;
+      acc[c].w *= sink_factor;
+    }
+  }
   Element* out = static_cast<Element*>(p.out) + batch * p.out_batch_stride + s * p.out_seq_stride +
                  head * p.out_head_stride;
 #pragma unroll

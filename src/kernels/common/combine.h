@@ -23,6 +23,8 @@ struct CombineParams {
   int64_t out_batch_stride, out_seq_stride, out_head_stride;
   float* lse;  // [b, h_q, s_q]
   int64_t lse_batch_stride, lse_head_stride;
+  // Optional [h_q]: out *= exp(lse) / (exp(lse) + exp(attn_sink[head])), lse unchanged.
+  const float* attn_sink = nullptr;
 };
 
 void launch_combine(const CombineParams& params, ScalarType dtype, cudaStream_t stream);

@@ -27,6 +27,12 @@ __device__ __forceinline__ uint64_t make_sw128_desc(const void* smem, uint32_t l
   return desc;
 }
 
+// Byte offset of 16-byte chunk `chunk` (0..7) of row `row` in a 64 x 128-byte SW128 box: the
+// layout TMA writes with the 128-byte swizzle and wgmma reads.
+__device__ __forceinline__ uint32_t sw128_offset(int row, int chunk) {
+  return row * 128 + ((chunk ^ (row & 7)) << 4);
+}
+
 // Moves a descriptor's start address by `bytes` (a multiple of 16, staying in shared memory).
 __device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
   return desc + (bytes >> 4);

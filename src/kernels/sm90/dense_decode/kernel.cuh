@@ -6,12 +6,13 @@
 #include <cstdint>
 
 #include "flashmla/decode_schedule.h"
+#include "kernels/common/sm90_decode_epilogue.cuh"
+#include "kernels/common/sm90_decode_tile.cuh"
 #include "kernels/common/sm90_gmma.cuh"
+#include "kernels/common/sm90_online_softmax.cuh"
 #include "kernels/common/sm90_ptx.cuh"
-#include "kernels/sm90/dense_decode/epilogue.cuh"
 #include "kernels/sm90/dense_decode/kernel_params.h"
 #include "kernels/sm90/dense_decode/load_q.cuh"
-#include "kernels/sm90/dense_decode/softmax.cuh"
 #include "kernels/sm90/dense_decode/work_range.cuh"
 
 namespace flashmla::sm90 {
@@ -137,7 +138,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     EpilogueTarget target;
     target.batch = batch;
     target.kv_head = kv_head;
-    target.m_block = m_block;
+    target.row_base = m_block * Traits::kBlockM;
+    target.num_rows = p.rows_per_kv - target.row_base;
     target.single_split = p.num_splits[batch + 1] - splits_before == 1;
     target.split_slot = splits_before + (batch == range.begin_batch ? range.begin_split : 0);
 
@@ -168,26 +170,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
         // S = Q K^T over all head_dim_qk columns.
         float s[32];
-        const uint64_t q_desc_now = opaque_desc(q_desc);
-        const uint64_t k_desc_now = desc_advance(opaque_desc(k_desc), stage * kStageBytes);
-        wgmma_fence();
-#pragma unroll
-        for (int box = 0; box < Traits::kNumBoxesQK; ++box) {
-#pragma unroll
-          for (int k = 0; k < 4; ++k) {
-            const uint32_t offset = box * Traits::kBoxBytes + k * 32;
-            gmma_ss<kIsBF16, GmmaMajor::K, 64>(desc_advance(q_desc_now, offset),
-                                               desc_advance(k_desc_now, offset), s,
-                                               box > 0 || k > 0);
-          }
-        }
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_registers(s);
+        compute_scores<kIsBF16, Traits::kNumBoxesQK, Traits::kBoxBytes>(
+            opaque_desc(q_desc), desc_advance(opaque_desc(k_desc), stage * kStageBytes), s);
 
         uint32_t probs[16];
         float rescale[2];
-        online_softmax<Element>(s, probs, stats, rescale, p.scale_log2, token0, row_limit, lane);
+        online_softmax<Element>(s, probs, stats, rescale, p.scale_log2,
+                                RowLimitMask(token0, row_limit), lane);
 
         // Rows past the sequence end may hold NaN; P is 0 there but 0 * NaN is NaN, so zero
         // the V part of those rows before any P V product reads them.
@@ -209,16 +198,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         // (and warpgroup 1 must not block here while warpgroup 0 waits in its epilogue).
         if (tile > tiles.first) named_barrier_sync(kProbsFree, Traits::kNumThreads);
         {
-          char* p_bytes = reinterpret_cast<char*>(smem.p);
-#pragma unroll
-          for (int j = 0; j < 8; ++j) {
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-              const int row = 16 * warp_in_wg + lane / 4 + 8 * i;
-              *reinterpret_cast<uint32_t*>(p_bytes + sw128_offset(row, j) + (lane % 4) * 4) =
-                  probs[2 * j + i];
-            }
-          }
+          store_probs_sw128(smem.p, probs, warp_in_wg, lane);
           if (lane % 4 == 0) {
             smem.row_scale[16 * warp_in_wg + lane / 4] = rescale[0];
             smem.row_scale[16 * warp_in_wg + lane / 4 + 8] = rescale[1];
@@ -245,19 +225,18 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       float inv_sum[2];
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
-        const float sum = quad_sum(stats.sum[i]);
-        const bool empty = stats.max[i] == -INFINITY || sum == 0.f;
-        inv_sum[i] = empty ? 0.f : 1.f / sum;
-        const float lse = empty ? -INFINITY : (stats.max[i] + log2f(sum)) * 0.69314718055994531f;
+        float lse;
+        finalize_row(stats, i, inv_sum[i], lse);
         const int row = 16 * warp_in_wg + lane / 4 + 8 * i;
         if (lane % 4 == 0) {
           smem.row_inv_sum[row] = inv_sum[i];
           smem.row_lse[row] = lse;
-          write_row_lse(p, target, m_block * Traits::kBlockM + row, lse);
+          write_row_lse(p, target, row, lse);
         }
       }
       named_barrier_sync(kStatsReady, Traits::kNumThreads);
-      write_output_cols<Traits, Traits::kColsWg0>(p, target, acc, 0, inv_sum, thread_in_wg);
+      write_output_cols<Element, Traits::kHeadDimV, Traits::kColsWg0>(p, target, acc, 0, inv_sum,
+                                                                      thread_in_wg);
     } else {
       float acc[128], acc_tail[32];  // columns [192, 448) and [448, 512)
 #pragma unroll
@@ -303,9 +282,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       float inv_sum[2];
       inv_sum[0] = smem.row_inv_sum[16 * warp_in_wg + lane / 4];
       inv_sum[1] = smem.row_inv_sum[16 * warp_in_wg + lane / 4 + 8];
-      write_output_cols<Traits, 256>(p, target, acc, Traits::kColsWg0, inv_sum, thread_in_wg);
-      write_output_cols<Traits, 64>(p, target, acc_tail, Traits::kColsWg0 + 256, inv_sum,
-                                    thread_in_wg);
+      write_output_cols<Element, Traits::kHeadDimV, 256>(p, target, acc, Traits::kColsWg0, inv_sum,
+                                                         thread_in_wg);
+      write_output_cols<Element, Traits::kHeadDimV, 64>(p, target, acc_tail, Traits::kColsWg0 + 256,
+                                                        inv_sum, thread_in_wg);
     }
   }
 }

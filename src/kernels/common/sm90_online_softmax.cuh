@@ -41,17 +41,37 @@ struct RowStats {
   float sum[2];  // this thread's share of the running sum (reduced over the quad at the end)
 };
 
-// Masks S (tokens at or past each row's limit become -inf), updates the running max/sum and
-// turns S into probabilities packed as 16-bit pairs: p_packed[2j + i] = row i, cols 8j + 2(l%4)
-// + {0,1}, which is also the register A fragment of the following P V wgmma. Returns per row
-// the factor by which the output accumulated so far must be rescaled.
-template <class Element>
+// Which tokens of a tile each row may attend, for online_softmax.
+// Dense decoding: a token limit per row (sequence end, causal mask).
+struct RowLimitMask {
+  int tile_token0;   // first token of the tile
+  int row_limit[2];  // tokens t < row_limit[i] are attended by owned row i
+  bool any_masked;   // some token of the tile is at or past a limit
+  __device__ __forceinline__ RowLimitMask(int token0, const int (&limit)[2])
+      : tile_token0(token0),
+        row_limit{limit[0], limit[1]},
+        any_masked(token0 + 64 > min(limit[0], limit[1])) {}
+  // `col` is the column of the tile (0..63).
+  __device__ __forceinline__ bool valid(int i, int col) const {
+    return !any_masked || tile_token0 + col < row_limit[i];
+  }
+};
+
+// Sparse decoding: one validity bit per token of the tile, the same for every row.
+struct TokenBitMask {
+  uint64_t bits;
+  __device__ __forceinline__ bool valid(int, int col) const { return (bits >> col) & 1; }
+};
+
+// Masks S (invalid tokens become -inf), updates the running max/sum and turns S into
+// probabilities packed as 16-bit pairs: p_packed[2j + i] = row i, cols 8j + 2(l%4) + {0,1},
+// which is also the register A fragment of the following P V wgmma. Returns per row the factor
+// by which the output accumulated so far must be rescaled.
+template <class Element, class Mask>
 __device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_packed)[16],
                                                RowStats& stats, float (&rescale)[2],
-                                               float scale_log2, int tile_token0,
-                                               const int (&row_limit)[2], int lane) {
-  const int col0 = tile_token0 + 2 * (lane % 4);
-  const bool needs_mask = tile_token0 + 64 > min(row_limit[0], row_limit[1]);
+                                               float scale_log2, const Mask& mask, int lane) {
+  const int col0 = 2 * (lane % 4);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     float tile_max = -INFINITY;
@@ -61,7 +81,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_pack
       for (int c = 0; c < 2; ++c) {
         float& x = s[4 * j + 2 * i + c];
         // Select rather than add: masked columns may hold NaN read from unused cache rows.
-        x = (!needs_mask || col0 + 8 * j + c < row_limit[i]) ? x * scale_log2 : -INFINITY;
+        x = mask.valid(i, col0 + 8 * j + c) ? x * scale_log2 : -INFINITY;
         tile_max = fmaxf(tile_max, x);
       }
     }

@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Sparse MLA decode benchmark: the sparse table of ../shared/anchors.md, measured the same way.
+
+Cases (s_q 2, h_kv 1, FP8 KV cache), built as FlashMLA's sparse decode test builds its
+performance cases: per case random.seed(0), then cache_seqlens[i] = max(int(random.normalvariate(
+s_k, s_k/2)), s_q) for the main cache and the same for the extra cache (drawn next); each sequence
+owns randomly permuted pages (flash_mla.kv_cache.quantize_k_cache fills them: V3.2 layout for
+d_qk 576, MODEL1 for 512); each query token's index list names distinct random tokens of its own
+sequence in random order, padded with -1 where the sequence is shorter than topk. V3.2 uses pages
+of 64 tokens; MODEL1 the configurations of FlashMLA's test (main pages 256, extra pages 64; the
+peak case pages of 64).
+
+Time is the WHOLE operation (flash_mla_with_kvcache: split-KV kernel and combine; the plan is
+made by the first call of a FlashMLASchedMeta and reused), median of --reps CUDA-event timings
+after --warmup calls, with a 256 MB buffer cleared before each timed call (flushes the 50 MB L2
+and keeps the GPU busy while Python enqueues the call).
+
+FLOPs = b * s_q * h_q * attended * 2 * (d_qk + d_v), attended = the valid index entries per query
+token (main + extra); bytes = each distinct retrieved cache row once (656 B for V3.2, 584 B for
+MODEL1: data and scale rows). The ratio column is our TFLOP/s over the anchor's; the anchor
+figures count every top-k entry as attended (their TFLOP/s equal all-entries FLOPs / time), so
+where sequences are shorter than topk (the topk 16384 rows) "time ratio" (anchor time / our
+time, > 1 = faster) is the like-for-like comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import random
+import re
+import statistics
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+import flash_mla
+from flash_mla.testing import (
+    SparseDecodeInputs,
+    SparseSourceSpec,
+    check_sparse_decode_against_reference,
+    make_sparse_decode_inputs,
+    sparse_counted_entries,
+    sparse_retrieved_tokens,
+)
+
+S_Q, D_V = 2, 512
+LAYOUTS = {"V3.2": ("v32", 576, 656), "MODEL1": ("model1", 512, 584)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    layout: str  # "V3.2" or "MODEL1"
+    h_q: int
+    topk: int
+    extra_topk: int
+    s_k: int
+    b: int
+    page: int = 64
+    extra_s_k: int = 0
+    extra_page: int = 0
+
+    @property
+    def key(self) -> tuple:
+        return (self.layout, self.h_q, self.topk, self.extra_topk, self.b)
+
+    @property
+    def label(self) -> str:
+        extra = f"+{self.extra_topk}" if self.extra_topk else ""
+        return f"{self.layout} h_q {self.h_q} topk {self.topk}{extra} s_k {self.s_k} b {self.b}"
+
+
+CASES = (
+    [Case("V3.2", 128, 2048, 0, 32768, b) for b in (2, 64, 74, 128)]
+    + [Case("V3.2", h_q, 16384, 0, 32768, 148) for h_q in (128, 64)]
+    + [
+        Case("MODEL1", 64, 128, 512, 16384, 128, page=256, extra_s_k=16384, extra_page=64),
+        Case("MODEL1", 128, 128, 1024, 16384, 128, page=256, extra_s_k=16384, extra_page=64),
+        Case("MODEL1", 128, 16384, 0, 32768, 148),
+    ]
+    # Rows without an anchor: fewer heads (one m-block of 64 rows, half or a quarter used).
+    + [Case("V3.2", h_q, 2048, 0, 32768, 128) for h_q in (16, 32)]
+    + [Case("V3.2", h_q, 16384, 0, 32768, 148) for h_q in (16, 32)]
+)
+
+# FlashMLA on the same machines (anchors.md, "Sparse MLA decode"): (TFLOP/s, time in us or None)
+# by (layout, h_q, topk, extra_topk, b).
+ANCHORS = {
+    "H100": {
+        ("V3.2", 128, 2048, 0, 2): (106.5, 21.4),
+        ("V3.2", 128, 2048, 0, 64): (384.4, 189.9),
+        ("V3.2", 128, 2048, 0, 74): (364.4, 231.7),
+        ("V3.2", 128, 2048, 0, 128): (391.9, 372.7),
+        ("V3.2", 128, 16384, 0, 148): (444.8, 3036.8),
+        ("V3.2", 64, 16384, 0, 148): (352.5, 1915.8),
+        ("MODEL1", 64, 128, 512, 128): (217.0, 99.0),
+        ("MODEL1", 128, 128, 1024, 128): (365.9, 211.3),
+        ("MODEL1", 128, 16384, 0, 148): (479.2, 2653.3),
+    },
+    "H200": {
+        ("V3.2", 128, 2048, 0, 64): (395.2, None),
+        ("V3.2", 128, 2048, 0, 128): (402.1, None),
+        # "peak case (b 148, topk 16384, d_qk 576)": the h_q 128 row of the H100 table.
+        ("V3.2", 128, 16384, 0, 148): (447.2, None),
+    },
+}
+
+
+@dataclasses.dataclass
+class Result:
+    layout: str
+    h_q: int
+    s_q: int
+    topk: int
+    extra_topk: int
+    s_k: int
+    b: int
+    page: int
+    extra_page: int
+    mean_attended: float  # valid entries per query token (main + extra)
+    retrieved_tokens: int  # distinct cache rows read
+    time_us: float
+    tflops: float
+    gbps: float
+    anchor_tflops: Optional[float]
+    anchor_time_us: Optional[float]  # from the table, else all-entries FLOPs / anchor TFLOP/s
+    ratio: Optional[float]  # our TFLOP/s / anchor TFLOP/s
+    time_ratio: Optional[float]  # anchor time / our time (> 1: faster)
+    checked: str
+
+
+def draw_seqlens(s_k: int, b: int) -> list[int]:
+    """FlashMLA's varlen lengths; continues the current random state (seeded per case)."""
+    return [max(int(random.normalvariate(s_k, s_k / 2)), S_Q) for _ in range(b)]
+
+
+def anchor_table(device_name: str) -> tuple[str, dict]:
+    gpu = "H200" if "H200" in device_name else "H100"
+    return gpu, ANCHORS[gpu]
+
+
+def time_us(fn, warmup: int, reps: int) -> float:
+    flush = torch.empty(256 * 1024 * 1024, dtype=torch.uint8, device="cuda")
+    for _ in range(warmup):
+        fn()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for start, end in zip(starts, ends):
+        flush.zero_()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1e3
+
+
+def build_inputs(case: Case) -> SparseDecodeInputs:
+    layout, _, _ = LAYOUTS[case.layout]
+    random.seed(0)
+    seqlens = draw_seqlens(case.s_k, case.b)
+    extra_seqlens = draw_seqlens(case.extra_s_k, case.b) if case.extra_topk else None
+
+    def spec(topk: int, page: int, seq_tokens: list[int]) -> SparseSourceSpec:
+        return SparseSourceSpec(
+            topk=topk,
+            page_block_size=page,
+            seq_tokens=seq_tokens,
+            invalid_fraction=0.0,
+            spare_blocks=0,
+            block_gap=1 if layout == "v32" else 0,  # as FlashMLA's quantizer lays them out
+        )
+
+    extra = None
+    if case.extra_topk:
+        extra = spec(case.extra_topk, case.extra_page, extra_seqlens)
+    return make_sparse_decode_inputs(
+        spec(case.topk, case.page, seqlens),
+        b=case.b,
+        s_q=S_Q,
+        h_q=case.h_q,
+        layout=layout,
+        extra=extra,
+        value_scale=0.1,
+        value_clamp=1.0,
+        poison_unused=False,
+        seed=0,
+    )
+
+
+def run_case(case: Case, args, anchors: dict) -> Result:
+    _, d_qk, row_bytes = LAYOUTS[case.layout]
+    inputs = build_inputs(case)
+    sched, _ = flash_mla.get_mla_metadata()
+
+    def call():
+        return flash_mla.flash_mla_with_kvcache(
+            inputs.q, inputs.main.k_cache, None, None, D_V, sched, None, **inputs.kwargs()
+        )
+
+    out, lse = call()  # plans into `sched`
+    if torch.isnan(out).any() or torch.isnan(lse).any():
+        raise AssertionError(f"NaN in the output of case {case.label}")
+    checked = "no NaN"
+    if not args.no_check:
+        rows = (
+            list(range(case.b))
+            if args.check
+            else sorted(set(range(0, case.b, max(case.b // 8, 1))))
+        )
+        check_sparse_decode_against_reference(inputs, out[rows], lse[rows], D_V, batch_indices=rows)
+        checked = f"reference, {len(rows)} of {case.b} sequences"
+
+    t = time_us(call, args.warmup, args.reps)
+    caches = [inputs.main] + ([inputs.extra] if inputs.extra is not None else [])
+    attended = sum(sparse_counted_entries(c) for c in caches)
+    retrieved = sum(sparse_retrieved_tokens(c) for c in caches)
+    flops = attended * case.h_q * 2 * (d_qk + D_V)
+    nbytes = retrieved * row_bytes
+    tflops, gbps = flops / t / 1e6, nbytes / t / 1e3
+
+    anchor_tflops, anchor_time = anchors.get(case.key, (None, None))
+    if anchor_tflops is not None and anchor_time is None:
+        all_entries = case.b * S_Q * (case.topk + case.extra_topk)
+        anchor_time = all_entries * case.h_q * 2 * (d_qk + D_V) / anchor_tflops / 1e6
+    return Result(
+        layout=case.layout,
+        h_q=case.h_q,
+        s_q=S_Q,
+        topk=case.topk,
+        extra_topk=case.extra_topk,
+        s_k=case.s_k,
+        b=case.b,
+        page=case.page,
+        extra_page=case.extra_page,
+        mean_attended=attended / (case.b * S_Q),
+        retrieved_tokens=retrieved,
+        time_us=t,
+        tflops=tflops,
+        gbps=gbps,
+        anchor_tflops=anchor_tflops,
+        anchor_time_us=anchor_time,
+        ratio=tflops / anchor_tflops if anchor_tflops else None,
+        time_ratio=anchor_time / t if anchor_time else None,
+        checked=checked,
+    )
+
+
+def print_table(results: list[Result], gpu: str) -> None:
+    print(
+        f"\nSparse decode, FP8 KV cache, s_q {S_Q}, h_kv 1, d_v {D_V} (whole operation; anchor = "
+        f"FlashMLA on {gpu}, split-KV start to combine end)"
+    )
+    header = (
+        f"{'layout':>6} {'h_q':>4} {'topk':>10} {'s_k':>6} {'b':>4} {'attended':>9} "
+        f"{'time us':>9} {'TFLOP/s':>8} {'GB/s':>6} {'anchor TF':>9} {'anchor us':>9} "
+        f"{'ratio':>6} {'t ratio':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        topk = f"{r.topk}+{r.extra_topk}" if r.extra_topk else str(r.topk)
+        anchor_tf = f"{r.anchor_tflops:g}" if r.anchor_tflops else "-"
+        anchor_us = f"{r.anchor_time_us:.1f}" if r.anchor_time_us else "-"
+        ratio = f"{r.ratio:.3f}" if r.ratio else "-"
+        time_ratio = f"{r.time_ratio:.3f}" if r.time_ratio else "-"
+        print(
+            f"{r.layout:>6} {r.h_q:>4} {topk:>10} {r.s_k:>6} {r.b:>4} {r.mean_attended:>9.0f} "
+            f"{r.time_us:>9.1f} {r.tflops:>8.1f} {r.gbps:>6.0f} {anchor_tf:>9} {anchor_us:>9} "
+            f"{ratio:>6} {time_ratio:>7}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--s-k", type=int, nargs="+", default=None, help="only these s_k rows")
+    parser.add_argument("--h-q", type=int, nargs="+", default=None, help="only these h_q rows")
+    parser.add_argument("--layout", choices=sorted(LAYOUTS), nargs="+", default=None)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--check", action="store_true", help="check all sequences vs reference")
+    parser.add_argument("--no-check", action="store_true", help="only check for NaN")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="output path (default: bench/results/sparse_decode_<device>.json)",
+    )
+    args = parser.parse_args()
+
+    device_name = torch.cuda.get_device_name()
+    gpu, anchors = anchor_table(device_name)
+    cases = [
+        c
+        for c in CASES
+        if (not args.s_k or c.s_k in args.s_k)
+        and (not args.h_q or c.h_q in args.h_q)
+        and (not args.layout or c.layout in args.layout)
+    ]
+    if not cases:
+        print("bench_sparse_decode: no case matches the --s-k / --h-q / --layout filters")
+    results = []
+    for case in cases:
+        r = run_case(case, args, anchors)
+        torch.cuda.empty_cache()  # the next case's cache is as large (GBs)
+        ratios = "" if r.ratio is None else f" ratio {r.ratio:.3f} time ratio {r.time_ratio:.3f}"
+        print(
+            f"{case.label}: {r.time_us:8.1f} us {r.tflops:6.1f} TFLOP/s {r.gbps:6.0f} GB/s"
+            f"{ratios} ({r.checked})",
+            flush=True,
+        )
+        results.append(r)
+
+    print_table(results, gpu)
+    path = args.json or Path(__file__).resolve().parent / "results" / (
+        "sparse_decode_" + re.sub(r"[^A-Za-z0-9]+", "_", device_name).strip("_") + ".json"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "device": device_name,
+                "anchor_table": gpu,
+                "torch": torch.__version__,
+                "cuda": torch.version.cuda,
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "timing": f"whole operation, median of {args.reps} after {args.warmup} warm-ups",
+                "flops": "b * s_q * h_q * valid entries (main + extra) * 2 * (d_qk + d_v)",
+                "bytes": "distinct retrieved cache rows * (656 V3.2, 584 MODEL1)",
+                "results": [dataclasses.asdict(r) for r in results],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

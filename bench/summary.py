@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Prints a short table of benchmark JSON files (bench_dense_decode.py, bench_sparse_decode.py):
+one line per case with the time, TFLOP/s and the ratio to FlashMLA's anchor figure, and the
+geometric mean of the ratios per file. Usage: bench/summary.py RESULT.json [RESULT.json ...]"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+
+def _case(kind: str, r: dict) -> str:
+    if kind == "sparse":
+        topk = f"{r['topk']}+{r['extra_topk']}" if r["extra_topk"] else str(r["topk"])
+        return f"{r['layout']} h_q {r['h_q']} topk {topk} b {r['b']}"
+    causal = " causal" if r["causal"] else ""
+    return f"h_q {r['h_q']} s_q {r['s_q']}{causal} s_k {r['s_k']}"
+
+
+def main(paths: list[str]) -> int:
+    rows, means = [], []
+    gpu = None
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        gpu = gpu or data.get("anchor_table")
+        results = data.get("results", [])
+        kind = "sparse" if results and "topk" in results[0] else "dense"
+        ratios = []
+        for r in results:
+            # Sparse: the time ratio is the like-for-like figure (see bench_sparse_decode.py).
+            ratio = r.get("time_ratio") if kind == "sparse" else r.get("ratio")
+            if ratio:
+                ratios.append(ratio)
+            metric = (
+                f"{r['tflops']:.1f} TF"
+                if kind == "sparse" or r.get("metric") == "TFLOP/s"
+                else f"{r['gbps']:.0f} GB/s"
+            )
+            rows.append((kind, _case(kind, r), r["time_us"], metric, ratio))
+        if ratios:
+            means.append((kind, math.exp(sum(map(math.log, ratios)) / len(ratios)), len(ratios)))
+    if not rows:
+        print("no benchmark results")
+        return 0
+    print(f"\nSummary (ours vs FlashMLA on {gpu}; ratio > 1 = faster than FlashMLA)")
+    width = max(len(case) for _, case, *_ in rows)
+    print(f"{'bench':<6}  {'case':<{width}}  {'time us':>9}  {'rate':>10}  {'ratio':>6}")
+    for kind, case, t, metric, ratio in rows:
+        shown = f"{ratio:.3f}" if ratio else "-"
+        print(f"{kind:<6}  {case:<{width}}  {t:>9.1f}  {metric:>10}  {shown:>6}")
+    for kind, mean, count in means:
+        print(f"{kind}: geometric mean ratio {mean:.3f} over {count} cases")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,115 @@
+// Sparse decode entry point: validation -> device check -> sparse split-KV kernel -> combine.
+#include <algorithm>
+#include <cstdint>
+
+#include "api/checks.h"
+#include "api/dense_decode_workspace.h"
+#include "flashmla/sparse_decode.h"
+#include "kernels/common/combine.h"
+#include "kernels/sm90/sparse_decode/dispatch.h"
+
+namespace flashmla {
+
+namespace {
+
+detail::DenseDecodeWorkspaceLayout sparse_workspace_layout(const SparseDecodeParams& params) {
+  // Every sequence has one split and every part boundary adds at most one more.
+  const int64_t max_splits = int64_t(std::max(params.batch, 0)) + std::max(params.num_parts, 1);
+  const int64_t rows = int64_t(std::max(params.seqlen_q, 0)) * std::max(params.num_heads_q, 0);
+  return detail::decode_workspace_layout(max_splits, rows, std::max(params.head_dim_v, 0));
+}
+
+sm90::SparseTokenList make_token_list(const SparseTokenSource& source) {
+  sm90::SparseTokenList list{};
+  list.k_cache = static_cast<const uint8_t*>(source.k_cache);
+  list.block_stride = source.block_stride;
+  list.token_stride = source.token_stride;
+  list.page_block_size = source.page_block_size;
+  list.num_tokens = int64_t(source.num_blocks) * source.page_block_size;
+  list.indices = source.indices;
+  list.indices_batch_stride = source.indices_batch_stride;
+  list.indices_seq_stride = source.indices_seq_stride;
+  list.topk = source.topk;
+  list.topk_length = source.topk_length;
+  return list;
+}
+
+sm90::SparseDecodeKernelParams make_kernel_params(const SparseDecodeParams& params) {
+  const auto layout = sparse_workspace_layout(params);
+  char* workspace = static_cast<char*>(params.workspace);
+  sm90::SparseDecodeKernelParams k{};
+  k.batch = params.batch;
+  k.seqlen_q = params.seqlen_q;
+  k.num_heads_q = params.num_heads_q;
+  k.num_heads_kv = 1;
+  k.heads_per_kv = params.num_heads_q;
+  k.rows_per_kv = params.seqlen_q * params.num_heads_q;
+  k.scale_log2 = params.softmax_scale * 1.4426950408889634f;
+  k.q = params.q;
+  k.q_batch_stride = params.q_batch_stride;
+  k.q_seq_stride = params.q_seq_stride;
+  k.q_head_stride = params.q_head_stride;
+  k.main = make_token_list(params.main);
+  if (params.extra.k_cache != nullptr) {
+    k.extra = make_token_list(params.extra);
+  } else {
+    k.extra = sm90::SparseTokenList{};  // topk 0: no extra list
+  }
+  k.attn_sink = params.attn_sink;
+  k.out = params.out;
+  k.out_batch_stride = params.out_batch_stride;
+  k.out_seq_stride = params.out_seq_stride;
+  k.out_head_stride = params.out_head_stride;
+  k.lse = params.lse;
+  k.lse_batch_stride = params.lse_batch_stride;
+  k.lse_head_stride = params.lse_head_stride;
+  k.parts = reinterpret_cast<const DecodePartRange*>(params.tile_scheduler_metadata);
+  k.num_splits = params.num_splits;
+  k.o_accum = reinterpret_cast<float*>(workspace + layout.o_accum_offset);
+  k.lse_accum = reinterpret_cast<float*>(workspace + layout.lse_accum_offset);
+  return k;
+}
+
+}  // namespace
+
+size_t sparse_decode_workspace_bytes(const SparseDecodeParams& params) {
+  return static_cast<size_t>(sparse_workspace_layout(params).total_bytes);
+}
+
+void sparse_decode(const SparseDecodeParams& params, cudaStream_t stream) {
+  validate_sparse_decode(params);
+  int device = 0;
+  detail::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_device_supported(device);
+
+  const sm90::SparseDecodeKernelParams kernel_params = make_kernel_params(params);
+  const int num_m_blocks = (params.num_heads_q + kDecodeRowsPerBlock - 1) / kDecodeRowsPerBlock;
+  const auto launch = params.kv_format == KVCacheFormat::kFp8V32 ? sm90::sparse_decode_fp8_v32
+                      : params.kv_format == KVCacheFormat::kFp8Model1
+                          ? sm90::sparse_decode_fp8_model1
+                      : params.head_dim_qk == 576 ? sm90::sparse_decode_bf16_576
+                                                  : sm90::sparse_decode_bf16_512;
+  launch(kernel_params, num_m_blocks, params.num_parts, stream);
+
+  kernels::CombineParams combine{};
+  combine.batch = params.batch;
+  combine.seqlen_q = params.seqlen_q;
+  combine.num_heads_kv = 1;
+  combine.heads_per_kv = params.num_heads_q;
+  combine.rows_per_kv = kernel_params.rows_per_kv;
+  combine.head_dim_v = params.head_dim_v;
+  combine.num_splits = params.num_splits;
+  combine.o_accum = kernel_params.o_accum;
+  combine.lse_accum = kernel_params.lse_accum;
+  combine.out = params.out;
+  combine.out_batch_stride = params.out_batch_stride;
+  combine.out_seq_stride = params.out_seq_stride;
+  combine.out_head_stride = params.out_head_stride;
+  combine.lse = params.lse;
+  combine.lse_batch_stride = params.lse_batch_stride;
+  combine.lse_head_stride = params.lse_head_stride;
+  combine.attn_sink = params.attn_sink;
+  kernels::launch_combine(combine, ScalarType::kBFloat16, stream);
+}
+
+}  // namespace flashmla

@@ -1,0 +1,21 @@
+// The sparse-decode kernel instantiations (one .cu each, under instantiations/).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "kernels/sm90/sparse_decode/kernel_params.h"
+
+namespace flashmla::sm90 {
+
+#define FLASHMLA_DECLARE_SPARSE_DECODE(NAME)                                         \
+  void NAME(const SparseDecodeKernelParams& params, int num_m_blocks, int num_parts, \
+            cudaStream_t stream);
+
+FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_fp8_v32)
+FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_fp8_model1)
+FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_bf16_576)
+FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_bf16_512)
+
+#undef FLASHMLA_DECLARE_SPARSE_DECODE
+
+}  // namespace flashmla::sm90

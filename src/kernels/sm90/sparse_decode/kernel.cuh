@@ -1,0 +1,295 @@
+// The Hopper sparse-decode kernel body: split-KV over gathered top-k tokens. Roles, shapes and
+// shared-memory layout: traits.h. The consumer warpgroups run the dense kernel's tile steps
+// (kernels/common/sm90_decode_tile.cuh); warpgroup 2 gathers and dequantizes the tiles.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "flashmla/decode_schedule.h"
+#include "kernels/common/sm90_decode_epilogue.cuh"
+#include "kernels/common/sm90_decode_tile.cuh"
+#include "kernels/common/sm90_gmma.cuh"
+#include "kernels/common/sm90_load_rows.cuh"
+#include "kernels/common/sm90_online_softmax.cuh"
+#include "kernels/common/sm90_ptx.cuh"
+#include "kernels/sm90/sparse_decode/kernel_params.h"
+#include "kernels/sm90/sparse_decode/token_gather.cuh"
+#include "kernels/sm90/sparse_decode/work_range.cuh"
+
+namespace flashmla::sm90 {
+
+// Named barriers over the two consumer warpgroups (id 0 is __syncthreads).
+enum SparseDecodeBarrier : uint32_t {
+  kSparseProbsReady = 1,  // warpgroup 0 wrote P and the row rescale factors
+  kSparseProbsFree = 2,   // warpgroup 1 finished reading P
+  kSparseStatsReady = 3,  // warpgroup 0 wrote the epilogue row statistics
+  kSparseQReady = 4,      // the Q tile of the next sequence is in shared memory
+};
+
+// Warpgroup 2: for every tile of the part, gathers its 64 selected rows (two rounds of 32
+// tokens; each token by a quad of threads), waits for the stage to be free, stores them
+// dequantized, publishes which tokens are valid and arrives on the stage's full barrier.
+template <class Traits>
+__device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelParams& p,
+                                                       const DecodePartRange& range, int s,
+                                                       typename Traits::SharedStorage& smem,
+                                                       int thread_in_wg) {
+  using Quarter = TokenQuarter<Traits::kFormat, Traits::kHeadDimQK>;
+  constexpr int kRounds = 2;
+  // Both rounds' loads in flight at once when their registers fit (FP8: 88 registers).
+  constexpr bool kOverlapRounds = sizeof(Quarter) <= 192;
+  const int warp = thread_in_wg / 32, lane = thread_in_wg % 32;
+  const int token_slot = warp * 8 + (lane & 7);  // token of the round this quad loads
+  const int quarter = lane >> 3;
+
+  int tile_index = 0;
+  for (int batch = range.begin_batch; batch <= range.end_batch; ++batch) {
+    const SparseBatchTiles tiles = sparse_batch_tiles(p, range, batch);
+    for (int tile = tiles.first; tile < tiles.last; ++tile, ++tile_index) {
+      const int stage = tile_index % Traits::kNumStages;
+      const uint32_t phase = (tile_index / Traits::kNumStages) & 1;
+      const bool from_main = tile < tiles.main_tiles;
+      const SparseTokenList* list = from_main ? &p.main : &p.extra;
+      const int len = from_main ? tiles.main_len : tiles.extra_len;
+      const int list_tile = from_main ? tile : tile - tiles.main_tiles;
+      const int32_t* indices =
+          list->indices + batch * list->indices_batch_stride + s * list->indices_seq_stride;
+
+      TokenLocation location[kRounds];
+#pragma unroll
+      for (int r = 0; r < kRounds; ++r) {
+        const int position = list_tile * Traits::kBlockN + r * 32 + token_slot;
+        const int32_t index = position < len ? __ldg(indices + position) : -1;
+        location[r] = locate_token<Traits::kFormat>(*list, index);
+      }
+      char* stage_bytes = reinterpret_cast<char*>(smem.k[stage]);
+      if constexpr (kOverlapRounds) {
+        Quarter data[kRounds];
+#pragma unroll
+        for (int r = 0; r < kRounds; ++r) data[r].load(location[r], quarter);
+        mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
+#pragma unroll
+        for (int r = 0; r < kRounds; ++r) {
+          data[r].store(stage_bytes, Traits::kBoxBytes, r * 32 + token_slot, quarter);
+        }
+      } else {
+#pragma unroll
+        for (int r = 0; r < kRounds; ++r) {
+          Quarter data;
+          data.load(location[r], quarter);
+          if (r == 0) mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
+          data.store(stage_bytes, Traits::kBoxBytes, r * 32 + token_slot, quarter);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < kRounds; ++r) {
+        // Lanes 0..7 hold the 8 tokens of this warp's slice of round r.
+        const uint32_t valid = __ballot_sync(0xffffffffu, location[r].valid) & 0xffu;
+        if (lane == 0) {
+          reinterpret_cast<uint8_t*>(&smem.token_valid[stage])[r * 4 + warp] = uint8_t(valid);
+        }
+      }
+      fence_view_async_shared();  // the stores are read by wgmma (async proxy)
+      mbarrier_arrive(&smem.full_barrier[stage]);
+    }
+  }
+}
+
+// Warpgroups 0 and 1 (kWarpgroup): the dense kernel's consumer side over the part's tiles.
+// A template per role, so that each role's code sits in its own branch after setmaxnreg and
+// ptxas gives it that role's register budget.
+template <class Traits, int kWarpgroup>
+__device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelParams& p,
+                                                       const DecodePartRange& range, int m_block,
+                                                       int s, typename Traits::SharedStorage& smem,
+                                                       int thread) {
+  using Element = typename Traits::Element;
+  using GmmaMajor = cute::SM90::GMMA::Major;
+  constexpr int kConsumers = Traits::kNumConsumerThreads;
+  const int thread_in_wg = thread % 128;
+  const int warp_in_wg = thread_in_wg / 32;
+  const int lane = thread % 32;
+
+  const int head_base = m_block * Traits::kBlockM;
+  const uint64_t q_desc = make_sw128_desc(smem.q[0], 16, 1024);
+  const uint64_t k_desc = make_sw128_desc(smem.k[0][0], 16, 1024);
+  const uint64_t p_desc = make_sw128_desc(smem.p, 16, 1024);
+  constexpr int kBoxWg1 = Traits::kColsWg0 / Traits::kBoxCols;
+  const uint64_t v_desc =
+      make_sw128_desc(smem.k[0][kWarpgroup == 0 ? 0 : kBoxWg1], Traits::kBoxBytes, 1024);
+  const uint64_t v_desc_tail = make_sw128_desc(smem.k[0][kBoxWg1 + 4], Traits::kBoxBytes, 1024);
+  constexpr uint32_t kStageBytes = Traits::kTileBytes;
+
+  // The attention sink of the two rows (heads) this thread owns in warpgroup 0, log2 units.
+  float sink_log2[2] = {-INFINITY, -INFINITY};
+  if (kWarpgroup == 0 && p.attn_sink != nullptr) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int head = head_base + 16 * warp_in_wg + lane / 4 + 8 * i;
+      if (head < p.num_heads_q) sink_log2[i] = p.attn_sink[head] * 1.4426950408889634f;
+    }
+  }
+
+  int tile_index = 0;
+  for (int batch = range.begin_batch; batch <= range.end_batch; ++batch) {
+    const SparseBatchTiles tiles = sparse_batch_tiles(p, range, batch);
+    const int splits_before = p.num_splits[batch];
+    EpilogueTarget target;
+    target.batch = batch;
+    target.kv_head = 0;
+    target.row_base = s * p.num_heads_q + head_base;
+    target.num_rows = p.num_heads_q - head_base;
+    target.single_split = p.num_splits[batch + 1] - splits_before == 1;
+    target.split_slot = splits_before + (batch == range.begin_batch ? range.begin_split : 0);
+
+    // Q rows: the heads of query token s. The previous sequence's last reads of Q (warpgroup
+    // 0's S) and of the row arrays are ordered before this by the statistics barrier.
+    const auto* q = static_cast<const char*>(p.q);
+    const auto q_row = [&](int row) -> const char* {
+      const int head = head_base + row;
+      if (head >= p.num_heads_q) return nullptr;
+      return q + (batch * p.q_batch_stride + s * p.q_seq_stride + head * p.q_head_stride) * 2;
+    };
+    load_rows_sw128<Traits::kBlockM, Traits::kHeadDimQK, kConsumers>(smem.q, q_row, thread);
+    fence_view_async_shared();
+    named_barrier_sync(kSparseQReady, kConsumers);
+
+    if constexpr (kWarpgroup == 0) {
+      float acc[Traits::kColsWg0 / 2];
+#pragma unroll
+      for (int i = 0; i < Traits::kColsWg0 / 2; ++i) acc[i] = 0.f;
+      RowStats stats = {{-INFINITY, -INFINITY}, {0.f, 0.f}};
+      for (int tile = tiles.first; tile < tiles.last; ++tile, ++tile_index) {
+        const int stage = tile_index % Traits::kNumStages;
+        const uint32_t phase = (tile_index / Traits::kNumStages) & 1;
+        mbarrier_wait(&smem.full_barrier[stage], phase);
+
+        float scores[32];
+        compute_scores<true, Traits::kNumBoxesQK, Traits::kBoxBytes>(
+            opaque_desc(q_desc), desc_advance(opaque_desc(k_desc), stage * kStageBytes), scores);
+        uint32_t probs[16];
+        float rescale[2];
+        // Invalid tokens were stored as zeros (no NaN reaches P V); their logits are masked.
+        online_softmax<Element>(scores, probs, stats, rescale, p.scale_log2,
+                                TokenBitMask{smem.token_valid[stage]}, lane);
+
+        if (tile > tiles.first) named_barrier_sync(kSparseProbsFree, kConsumers);
+        store_probs_sw128(smem.p, probs, warp_in_wg, lane);
+        if (lane % 4 == 0) {
+          smem.row_scale[16 * warp_in_wg + lane / 4] = rescale[0];
+          smem.row_scale[16 * warp_in_wg + lane / 4 + 8] = rescale[1];
+        }
+        fence_view_async_shared();
+        named_barrier_sync(kSparseProbsReady, kConsumers);
+
+        rescale_rows(acc, rescale);
+        wgmma_fence();
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          gmma_rs<true, GmmaMajor::MN, Traits::kColsWg0>(
+              &probs[4 * k], desc_advance(v_desc, stage * kStageBytes + k * 2048), acc);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_registers(acc);
+        if (lane == 0) mbarrier_arrive(&smem.empty_barrier[stage]);
+      }
+
+      float inv_sum[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        float lse;
+        // The sink joins the output's denominator only where this CTA writes the final
+        // output; split results are combined first and the combine kernel applies it.
+        finalize_row<true>(stats, i, inv_sum[i], lse,
+                           target.single_split ? sink_log2[i] : -INFINITY);
+        const int row = 16 * warp_in_wg + lane / 4 + 8 * i;
+        if (lane % 4 == 0) {
+          smem.row_inv_sum[row] = inv_sum[i];
+          write_row_lse(p, target, row, lse);
+        }
+      }
+      named_barrier_sync(kSparseStatsReady, kConsumers);
+      write_output_cols<Element, Traits::kHeadDimV, Traits::kColsWg0>(p, target, acc, 0, inv_sum,
+                                                                      thread_in_wg);
+    } else {
+      float acc[128], acc_tail[32];  // columns [192, 448) and [448, 512)
+#pragma unroll
+      for (int i = 0; i < 128; ++i) acc[i] = 0.f;
+#pragma unroll
+      for (int i = 0; i < 32; ++i) acc_tail[i] = 0.f;
+      for (int tile = tiles.first; tile < tiles.last; ++tile, ++tile_index) {
+        const int stage = tile_index % Traits::kNumStages;
+        named_barrier_sync(kSparseProbsReady, kConsumers);
+        float rescale[2];
+        rescale[0] = smem.row_scale[16 * warp_in_wg + lane / 4];
+        rescale[1] = smem.row_scale[16 * warp_in_wg + lane / 4 + 8];
+        rescale_rows(acc, rescale);
+        rescale_rows(acc_tail, rescale);
+
+        wgmma_fence();
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const uint32_t v_offset = stage * kStageBytes + k * 2048;
+          gmma_ss<true, GmmaMajor::MN, 256>(desc_advance(p_desc, k * 32),
+                                            desc_advance(v_desc, v_offset), acc);
+          gmma_ss<true, GmmaMajor::MN, 64>(desc_advance(p_desc, k * 32),
+                                           desc_advance(v_desc_tail, v_offset), acc_tail);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_registers(acc);
+        fence_registers(acc_tail);
+        if (lane == 0) mbarrier_arrive(&smem.empty_barrier[stage]);
+        if (tile + 1 < tiles.last) named_barrier_sync(kSparseProbsFree, kConsumers);
+      }
+      named_barrier_sync(kSparseStatsReady, kConsumers);
+      float inv_sum[2];
+      inv_sum[0] = smem.row_inv_sum[16 * warp_in_wg + lane / 4];
+      inv_sum[1] = smem.row_inv_sum[16 * warp_in_wg + lane / 4 + 8];
+      write_output_cols<Element, Traits::kHeadDimV, 256>(p, target, acc, Traits::kColsWg0, inv_sum,
+                                                         thread_in_wg);
+      write_output_cols<Element, Traits::kHeadDimV, 64>(p, target, acc_tail, Traits::kColsWg0 + 256,
+                                                        inv_sum, thread_in_wg);
+    }
+  }
+}
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kNumThreads, 1)
+    sparse_decode_kernel(const __grid_constant__ SparseDecodeKernelParams p) {
+  using SharedStorage = typename Traits::SharedStorage;
+  extern __shared__ char smem_raw[];
+  SharedStorage& smem = *reinterpret_cast<SharedStorage*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) / 1024 * 1024);
+
+  const int m_block = blockIdx.x;
+  const int s = blockIdx.y;
+  const DecodePartRange range = p.parts[blockIdx.z];
+  if (range.begin_batch > range.end_batch) return;  // empty part: uniform over the CTA
+
+  const int thread = threadIdx.x;
+  const int warpgroup = thread / 128;
+  if (thread == 0) {
+    for (int stage = 0; stage < Traits::kNumStages; ++stage) {
+      mbarrier_init(&smem.full_barrier[stage], 128);
+      mbarrier_init(&smem.empty_barrier[stage], Traits::kNumConsumerThreads / 32);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warpgroup == Traits::kProducerWarpgroup) {
+    warpgroup_registers_decrease<Traits::kRegistersProducer>();
+    sparse_decode_producer<Traits>(p, range, s, smem, thread % 128);
+  } else if (warpgroup == 0) {
+    warpgroup_registers_increase<Traits::kRegistersWg0>();
+    sparse_decode_consumer<Traits, 0>(p, range, m_block, s, smem, thread);
+  } else {
+    warpgroup_registers_increase<Traits::kRegistersWg1>();
+    sparse_decode_consumer<Traits, 1>(p, range, m_block, s, smem, thread);
+  }
+}
+
+}  // namespace flashmla::sm90

@@ -1,0 +1,171 @@
+// The producer's gather: one selected cache row of a tile, loaded by the 4 threads of a
+// "token quad" (quarter q = 0..3 takes columns 16q..16q+15 of every 64-column box) and stored,
+// dequantized to bf16, into the stage's SW128 boxes. One struct per cache format says where
+// a token's bytes are and how to turn its quarter into bf16.
+//
+// With 16 columns per thread the 16-byte stores of 8 consecutive tokens hit 8 different
+// 16-byte bank groups of the swizzled box: conflict-free.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+
+#include "flashmla/kv_cache_format.h"
+#include "kernels/common/fp8_convert.h"
+#include "kernels/common/sm90_fp8_dequant.cuh"
+#include "kernels/common/sm90_gmma.cuh"
+#include "kernels/sm90/sparse_decode/kernel_params.h"
+
+namespace flashmla::sm90 {
+
+// 16 bytes from global memory that this CTA reads once: bypass L1, and let L2 fetch 256-byte
+// sectors (a token row spans several).
+__device__ __forceinline__ uint4 load_gathered_16b(const void* address) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(address));
+  return v;
+}
+
+// Where one selected token lives (valid == false: the token is skipped and nothing is read).
+struct TokenLocation {
+  bool valid;
+  const uint8_t* row;     // the token's row (data row for MODEL1)
+  const uint8_t* scales;  // MODEL1: the token's 8-byte scale row
+};
+
+template <KVCacheFormat kFormat>
+__device__ __forceinline__ TokenLocation locate_token(const SparseTokenList& list, int32_t index) {
+  TokenLocation loc;
+  loc.valid = index >= 0 && int64_t(index) < list.num_tokens;
+  const uint32_t safe = loc.valid ? uint32_t(index) : 0u;
+  const uint32_t block = safe / uint32_t(list.page_block_size);
+  const uint32_t row = safe % uint32_t(list.page_block_size);
+  const uint8_t* block_base = list.k_cache + int64_t(block) * list.block_stride;
+  if constexpr (kFormat == KVCacheFormat::kFp8Model1) {
+    loc.row = block_base + int64_t(row) * kFp8Model1RowBytes;
+    loc.scales = block_base + int64_t(list.page_block_size) * kFp8Model1RowBytes +
+                 int64_t(row) * kFp8Model1ScaleRowBytes;
+  } else {
+    loc.row = block_base + int64_t(row) * list.token_stride;
+    loc.scales = nullptr;
+  }
+  return loc;
+}
+
+// Stores 16 bf16 values (two 16-byte vectors) as columns 16q..16q+15 of `box` for token t.
+__device__ __forceinline__ void store_quarter(char* stage, int box_bytes, int box, int token,
+                                              int quarter, const uint4& lo, const uint4& hi) {
+  char* box_base = stage + box * box_bytes;
+  *reinterpret_cast<uint4*>(box_base + sw128_offset(token, 2 * quarter)) = lo;
+  *reinterpret_cast<uint4*>(box_base + sw128_offset(token, 2 * quarter + 1)) = hi;
+}
+
+template <KVCacheFormat kFormat, int kHeadDimQK>
+struct TokenQuarter;
+
+// FP8 V3.2: 512 e4m3 NoPE values (8 boxes), 4 float32 scales (one per 128 values = 2 boxes),
+// 64 bf16 RoPE values (box 8).
+template <>
+struct TokenQuarter<KVCacheFormat::kFp8V32, kFp8V32HeadDim> {
+  uint4 nope[8];
+  uint4 rope[2];
+  float4 scales;
+
+  __device__ __forceinline__ void load(const TokenLocation& loc, int quarter) {
+    if (!loc.valid) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) nope[i] = make_uint4(0, 0, 0, 0);
+      rope[0] = rope[1] = make_uint4(0, 0, 0, 0);
+      scales = make_float4(1.f, 1.f, 1.f, 1.f);
+      return;
+    }
+    const uint4 raw_scales = load_gathered_16b(loc.row + kFp8V32ScaleOffset);
+    scales = make_float4(__uint_as_float(raw_scales.x), __uint_as_float(raw_scales.y),
+                         __uint_as_float(raw_scales.z), __uint_as_float(raw_scales.w));
+#pragma unroll
+    for (int i = 0; i < 8; ++i) nope[i] = load_gathered_16b(loc.row + i * 64 + quarter * 16);
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      rope[i] = load_gathered_16b(loc.row + kFp8V32RopeOffset + quarter * 32 + i * 16);
+    }
+  }
+
+  __device__ __forceinline__ void store(char* stage, int box_bytes, int token, int quarter) const {
+    const float group_scales[4] = {scales.x, scales.y, scales.z, scales.w};
+#pragma unroll
+    for (int box = 0; box < 8; ++box) {
+      uint4 lo, hi;
+      dequant_e4m3x16(nope[box], group_scales[box / 2], lo, hi);
+      store_quarter(stage, box_bytes, box, token, quarter, lo, hi);
+    }
+    store_quarter(stage, box_bytes, 8, token, quarter, rope[0], rope[1]);
+  }
+};
+
+// FP8 MODEL1: 448 e4m3 NoPE values (7 boxes, one e8m0 scale each), 64 bf16 RoPE values
+// (box 7, which is also the last 64 columns of V).
+template <>
+struct TokenQuarter<KVCacheFormat::kFp8Model1, kFp8Model1HeadDim> {
+  uint4 nope[7];
+  uint4 rope[2];
+  uint2 scales;  // 7 e8m0 bytes and a pad byte
+
+  __device__ __forceinline__ void load(const TokenLocation& loc, int quarter) {
+    if (!loc.valid) {
+#pragma unroll
+      for (int i = 0; i < 7; ++i) nope[i] = make_uint4(0, 0, 0, 0);
+      rope[0] = rope[1] = make_uint4(0, 0, 0, 0);
+      scales = make_uint2(0x7f7f7f7fu, 0x7f7f7f7fu);  // 2^0
+      return;
+    }
+    scales = __ldg(reinterpret_cast<const uint2*>(loc.scales));
+#pragma unroll
+    for (int i = 0; i < 7; ++i) nope[i] = load_gathered_16b(loc.row + i * 64 + quarter * 16);
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      rope[i] = load_gathered_16b(loc.row + kFp8Model1RopeOffset + quarter * 32 + i * 16);
+    }
+  }
+
+  __device__ __forceinline__ void store(char* stage, int box_bytes, int token, int quarter) const {
+#pragma unroll
+    for (int box = 0; box < 7; ++box) {
+      const uint32_t word = box < 4 ? scales.x : scales.y;
+      const uint8_t e8m0 = uint8_t(word >> (8 * (box % 4)));
+      uint4 lo, hi;
+      dequant_e4m3x16(nope[box], fp8::e8m0_to_float(e8m0), lo, hi);
+      store_quarter(stage, box_bytes, box, token, quarter, lo, hi);
+    }
+    store_quarter(stage, box_bytes, 7, token, quarter, rope[0], rope[1]);
+  }
+};
+
+// Plain bf16 rows: every box is a copy.
+template <int kHeadDimQK>
+struct TokenQuarter<KVCacheFormat::kBFloat16, kHeadDimQK> {
+  static constexpr int kBoxes = kHeadDimQK / 64;
+  uint4 chunks[kBoxes][2];
+
+  __device__ __forceinline__ void load(const TokenLocation& loc, int quarter) {
+#pragma unroll
+    for (int box = 0; box < kBoxes; ++box) {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        chunks[box][i] = loc.valid ? load_gathered_16b(loc.row + box * 128 + quarter * 32 + i * 16)
+                                   : make_uint4(0, 0, 0, 0);
+      }
+    }
+  }
+
+  __device__ __forceinline__ void store(char* stage, int box_bytes, int token, int quarter) const {
+#pragma unroll
+    for (int box = 0; box < kBoxes; ++box) {
+      store_quarter(stage, box_bytes, box, token, quarter, chunks[box][0], chunks[box][1]);
+    }
+  }
+};
+
+}  // namespace flashmla::sm90

@@ -1,0 +1,43 @@
+// Which tiles of a sequence's (main, then extra) index lists a CTA processes for each
+// sequence of its planner part.
+#pragma once
+
+#include <cstdint>
+
+#include "flashmla/decode_schedule.h"
+#include "kernels/sm90/sparse_decode/kernel_params.h"
+
+namespace flashmla::sm90 {
+
+__device__ __forceinline__ int sparse_list_length(const SparseTokenList& list, int batch) {
+  if (list.topk_length == nullptr) return list.topk;
+  const int len = list.topk_length[batch];
+  return len < 0 ? 0 : (len > list.topk ? list.topk : len);
+}
+
+struct SparseBatchTiles {
+  int main_len;    // entries of the main list that count
+  int extra_len;   // entries of the extra list that count
+  int main_tiles;  // tiles [0, main_tiles) come from the main list, the rest from the extra one
+  int first;       // first tile this CTA processes
+  int last;        // one past the last
+};
+
+// The part's share of `batch`. The plan may have been made for other lengths (a tensor-form
+// plan knows only topk): the split that ends a sequence always runs to its actual end, and
+// every other range is clamped to it, so the splits still cover every tile exactly once.
+__device__ __forceinline__ SparseBatchTiles sparse_batch_tiles(const SparseDecodeKernelParams& p,
+                                                               const DecodePartRange& range,
+                                                               int batch) {
+  SparseBatchTiles t;
+  t.main_len = sparse_list_length(p.main, batch);
+  t.extra_len = p.extra.topk > 0 ? sparse_list_length(p.extra, batch) : 0;
+  t.main_tiles = (t.main_len + kDecodeTileTokens - 1) / kDecodeTileTokens;
+  const int total = t.main_tiles + (t.extra_len + kDecodeTileTokens - 1) / kDecodeTileTokens;
+  t.first = batch == range.begin_batch ? range.begin_tile : 0;
+  t.last = (batch == range.end_batch && !range.end_is_last) ? min(range.end_tile, total) : total;
+  t.first = min(t.first, t.last);
+  return t;
+}
+
+}  // namespace flashmla::sm90
