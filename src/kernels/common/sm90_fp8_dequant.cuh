@@ -41,35 +41,40 @@ __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
   return *reinterpret_cast<const uint32_t*>(&product);
 }
 
-// Sixteen e4m3 values (16 bytes, first value in the lowest byte) times `scale` -> sixteen
-// bf16 values in two 16-byte vectors (values 0..7, 8..15).
-__device__ __forceinline__ void dequant_e4m3x16(const uint4& in, float scale, uint4& lo,
-                                                uint4& hi) {
+// Sixteen e4m3 values (16 bytes, first value in the lowest byte) times a fast-path scale given
+// as its fast_dequant_multiplier -> sixteen bf16 values in two 16-byte vectors (0..7, 8..15).
+__device__ __forceinline__ void dequant_e4m3x16_fast(const uint4& in, uint32_t multiplier,
+                                                     uint4& lo, uint4& hi) {
   const uint32_t words[4] = {in.x, in.y, in.z, in.w};
   uint32_t out[8];
-  if (is_fast_dequant_scale(scale)) {
-    const uint32_t multiplier = fast_dequant_multiplier(scale);
 #pragma unroll
-    for (int w = 0; w < 4; ++w) {
-      out[2 * w] = bf16x2_mul(e4m3x2_to_bf16x2_scaled(words[w], 0x1404u), multiplier);
-      out[2 * w + 1] = bf16x2_mul(e4m3x2_to_bf16x2_scaled(words[w], 0x3424u), multiplier);
+  for (int w = 0; w < 4; ++w) {
+    out[2 * w] = bf16x2_mul(e4m3x2_to_bf16x2_scaled(words[w], 0x1404u), multiplier);
+    out[2 * w + 1] = bf16x2_mul(e4m3x2_to_bf16x2_scaled(words[w], 0x3424u), multiplier);
+  }
+  lo = make_uint4(out[0], out[1], out[2], out[3]);
+  hi = make_uint4(out[4], out[5], out[6], out[7]);
+}
+
+// The same for any scale, in float32: slower, equally exact.
+__device__ __forceinline__ void dequant_e4m3x16_exact(const uint4& in, float scale, uint4& lo,
+                                                      uint4& hi) {
+  const uint32_t words[4] = {in.x, in.y, in.z, in.w};
+  uint32_t out[8];
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    float values[4];
+#pragma unroll
+    for (int b = 0; b < 4; ++b) {
+      // float bits of value * 2^-120 (exact, subnormals included); * 2^120 is exact again.
+      const uint32_t byte = (words[w] >> (8 * b)) & 0xffu;
+      const float scaled_down = __uint_as_float(((byte & 0x80u) << 24) | ((byte & 0x7fu) << 20));
+      values[b] = (scaled_down * 0x1p120f) * scale;
     }
-  } else {
-#pragma unroll
-    for (int w = 0; w < 4; ++w) {
-      float values[4];
-#pragma unroll
-      for (int b = 0; b < 4; ++b) {
-        // float bits of value * 2^-120 (exact, subnormals included); * 2^120 is exact again.
-        const uint32_t byte = (words[w] >> (8 * b)) & 0xffu;
-        const float scaled_down = __uint_as_float(((byte & 0x80u) << 24) | ((byte & 0x7fu) << 20));
-        values[b] = (scaled_down * 0x1p120f) * scale;
-      }
-      const __nv_bfloat162 low = __floats2bfloat162_rn(values[0], values[1]);
-      const __nv_bfloat162 high = __floats2bfloat162_rn(values[2], values[3]);
-      out[2 * w] = *reinterpret_cast<const uint32_t*>(&low);
-      out[2 * w + 1] = *reinterpret_cast<const uint32_t*>(&high);
-    }
+    const __nv_bfloat162 low = __floats2bfloat162_rn(values[0], values[1]);
+    const __nv_bfloat162 high = __floats2bfloat162_rn(values[2], values[3]);
+    out[2 * w] = *reinterpret_cast<const uint32_t*>(&low);
+    out[2 * w + 1] = *reinterpret_cast<const uint32_t*>(&high);
   }
   lo = make_uint4(out[0], out[1], out[2], out[3]);
   hi = make_uint4(out[4], out[5], out[6], out[7]);

@@ -11,6 +11,16 @@ __device__ __forceinline__ uint32_t smem_addr(const void* ptr) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
 }
 
+// The dynamic shared memory rounded up to a 1024-byte boundary (the 128-byte swizzle atoms
+// must be 1024-byte aligned), as a `T`. Offsetting the __shared__ array itself, rather than
+// rounding its address as an integer, keeps the compiler aware that it is shared memory, so
+// accesses compile to LDS/STS instead of slower generic LD/ST.
+template <class T>
+__device__ __forceinline__ T& aligned_shared_storage(char* smem_raw) {
+  const uint32_t misalignment = smem_addr(smem_raw) & 1023u;
+  return *reinterpret_cast<T*>(smem_raw + ((1024u - misalignment) & 1023u));
+}
+
 // ---- mbarrier ------------------------------------------------------------------------------
 __device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t arrive_count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(arrive_count));

@@ -76,8 +76,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   constexpr bool kIsBF16 = Traits::kIsBF16;
 
   extern __shared__ char smem_raw[];
-  SharedStorage& smem = *reinterpret_cast<SharedStorage*>(
-      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) / 1024 * 1024);
+  SharedStorage& smem = aligned_shared_storage<SharedStorage>(smem_raw);
 
   const int m_block = blockIdx.x;
   const int kv_head = blockIdx.y;

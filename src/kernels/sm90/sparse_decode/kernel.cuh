@@ -27,72 +27,107 @@ enum SparseDecodeBarrier : uint32_t {
   kSparseQReady = 4,      // the Q tile of the next sequence is in shared memory
 };
 
+// The cache indices of the tokens one producer thread gathers for a tile (one per round).
+struct TileIndices {
+  int32_t index[2];
+  bool from_main;  // main or extra list
+};
+
+__device__ __forceinline__ TileIndices load_tile_indices(const SparseDecodeKernelParams& p,
+                                                         const SparseTileCursor& cursor, int s,
+                                                         int token_slot) {
+  TileIndices result;
+  result.from_main = cursor.tile < cursor.tiles.main_tiles;
+  const SparseTokenList& list = result.from_main ? p.main : p.extra;
+  const int len = result.from_main ? cursor.tiles.main_len : cursor.tiles.extra_len;
+  const int list_tile = result.from_main ? cursor.tile : cursor.tile - cursor.tiles.main_tiles;
+  const int32_t* indices =
+      list.indices + cursor.batch * list.indices_batch_stride + s * list.indices_seq_stride;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int position = list_tile * kDecodeTileTokens + r * 32 + token_slot;
+    result.index[r] = position < len ? __ldg(indices + position) : -1;
+  }
+  return result;
+}
+
 // Warpgroup 2: for every tile of the part, gathers its 64 selected rows (two rounds of 32
 // tokens; each token by a quad of threads), waits for the stage to be free, stores them
 // dequantized, publishes which tokens are valid and arrives on the stage's full barrier.
+// The row loads are issued before the wait for a free stage, and the next tile's indices are
+// loaded while this tile's rows are in flight, so a tile never waits for two DRAM round trips
+// in a row. (Measured and reverted: prefetching the next tile's rows into L2, and a
+// round-level software pipeline that loads tile k + 1 while storing tile k; both cost
+// registers and instructions and gained nothing: docs/perf-notes.md.)
 template <class Traits>
 __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelParams& p,
                                                        const DecodePartRange& range, int s,
                                                        typename Traits::SharedStorage& smem,
                                                        int thread_in_wg) {
   using Quarter = TokenQuarter<Traits::kFormat, Traits::kHeadDimQK>;
+  constexpr KVCacheFormat kFormat = Traits::kFormat;
   constexpr int kRounds = 2;
   // Both rounds' loads in flight at once when their registers fit (FP8: 88 registers).
   constexpr bool kOverlapRounds = sizeof(Quarter) <= 192;
   const int warp = thread_in_wg / 32, lane = thread_in_wg % 32;
   const int token_slot = warp * 8 + (lane & 7);  // token of the round this quad loads
   const int quarter = lane >> 3;
+  const QuarterSlot slots[kRounds] = {QuarterSlot(token_slot, quarter),
+                                      QuarterSlot(token_slot + 32, quarter)};
 
-  int tile_index = 0;
-  for (int batch = range.begin_batch; batch <= range.end_batch; ++batch) {
-    const SparseBatchTiles tiles = sparse_batch_tiles(p, range, batch);
-    for (int tile = tiles.first; tile < tiles.last; ++tile, ++tile_index) {
-      const int stage = tile_index % Traits::kNumStages;
-      const uint32_t phase = (tile_index / Traits::kNumStages) & 1;
-      const bool from_main = tile < tiles.main_tiles;
-      const SparseTokenList* list = from_main ? &p.main : &p.extra;
-      const int len = from_main ? tiles.main_len : tiles.extra_len;
-      const int list_tile = from_main ? tile : tile - tiles.main_tiles;
-      const int32_t* indices =
-          list->indices + batch * list->indices_batch_stride + s * list->indices_seq_stride;
+  SparseTileCursor current, next;
+  current.start(p, range);
+  next = current;
+  next.advance(p, range);
+  TileIndices current_indices{{-1, -1}, true};
+  if (current.valid(range)) current_indices = load_tile_indices(p, current, s, token_slot);
 
-      TokenLocation location[kRounds];
+  for (int tile_index = 0; current.valid(range); ++tile_index) {
+    const int stage = tile_index % Traits::kNumStages;
+    const uint32_t phase = (tile_index / Traits::kNumStages) & 1;
+    const SparseTokenList& list = current_indices.from_main ? p.main : p.extra;
+    TokenLocation location[kRounds];
 #pragma unroll
-      for (int r = 0; r < kRounds; ++r) {
-        const int position = list_tile * Traits::kBlockN + r * 32 + token_slot;
-        const int32_t index = position < len ? __ldg(indices + position) : -1;
-        location[r] = locate_token<Traits::kFormat>(*list, index);
-      }
-      char* stage_bytes = reinterpret_cast<char*>(smem.k[stage]);
-      if constexpr (kOverlapRounds) {
-        Quarter data[kRounds];
-#pragma unroll
-        for (int r = 0; r < kRounds; ++r) data[r].load(location[r], quarter);
-        mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
-#pragma unroll
-        for (int r = 0; r < kRounds; ++r) {
-          data[r].store(stage_bytes, Traits::kBoxBytes, r * 32 + token_slot, quarter);
-        }
-      } else {
-#pragma unroll
-        for (int r = 0; r < kRounds; ++r) {
-          Quarter data;
-          data.load(location[r], quarter);
-          if (r == 0) mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
-          data.store(stage_bytes, Traits::kBoxBytes, r * 32 + token_slot, quarter);
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < kRounds; ++r) {
-        // Lanes 0..7 hold the 8 tokens of this warp's slice of round r.
-        const uint32_t valid = __ballot_sync(0xffffffffu, location[r].valid) & 0xffu;
-        if (lane == 0) {
-          reinterpret_cast<uint8_t*>(&smem.token_valid[stage])[r * 4 + warp] = uint8_t(valid);
-        }
-      }
-      fence_view_async_shared();  // the stores are read by wgmma (async proxy)
-      mbarrier_arrive(&smem.full_barrier[stage]);
+    for (int r = 0; r < kRounds; ++r) {
+      location[r] = locate_token<kFormat>(list, current_indices.index[r]);
     }
+    Quarter data[kOverlapRounds ? kRounds : 1];
+    if constexpr (kOverlapRounds) {
+#pragma unroll
+      for (int r = 0; r < kRounds; ++r) data[r].load(location[r], quarter);
+    }
+    TileIndices next_indices{{-1, -1}, true};
+    if (next.valid(range)) next_indices = load_tile_indices(p, next, s, token_slot);
+
+    char* stage_bytes = reinterpret_cast<char*>(smem.k[stage]);
+    if constexpr (kOverlapRounds) {
+      mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
+#pragma unroll
+      for (int r = 0; r < kRounds; ++r) {
+        data[r].template store<Traits::kBoxBytes>(stage_bytes, slots[r]);
+      }
+    } else {
+#pragma unroll
+      for (int r = 0; r < kRounds; ++r) {
+        data[0].load(location[r], quarter);
+        if (r == 0) mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
+        data[0].template store<Traits::kBoxBytes>(stage_bytes, slots[r]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRounds; ++r) {
+      // Lanes 0..7 hold the 8 tokens of this warp's slice of round r.
+      const uint32_t valid = __ballot_sync(0xffffffffu, location[r].valid) & 0xffu;
+      if (lane == 0) {
+        reinterpret_cast<uint8_t*>(&smem.token_valid[stage])[r * 4 + warp] = uint8_t(valid);
+      }
+    }
+    fence_view_async_shared();  // the stores are read by wgmma (async proxy)
+    mbarrier_arrive(&smem.full_barrier[stage]);
+
+    current = next;
+    next.advance(p, range);
+    current_indices = next_indices;
   }
 }
 
@@ -261,8 +296,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     sparse_decode_kernel(const __grid_constant__ SparseDecodeKernelParams p) {
   using SharedStorage = typename Traits::SharedStorage;
   extern __shared__ char smem_raw[];
-  SharedStorage& smem = *reinterpret_cast<SharedStorage*>(
-      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) / 1024 * 1024);
+  SharedStorage& smem = aligned_shared_storage<SharedStorage>(smem_raw);
 
   const int m_block = blockIdx.x;
   const int s = blockIdx.y;

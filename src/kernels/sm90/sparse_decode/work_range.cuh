@@ -40,4 +40,41 @@ __device__ __forceinline__ SparseBatchTiles sparse_batch_tiles(const SparseDecod
   return t;
 }
 
+// Walks the tiles of a part in order, sequence after sequence (sequences with no tiles in the
+// part are skipped). The producer keeps several, to look ahead.
+struct SparseTileCursor {
+  int batch;  // > range.end_batch once past the last tile
+  int tile;
+  SparseBatchTiles tiles;
+
+  __device__ __forceinline__ bool valid(const DecodePartRange& range) const {
+    return batch <= range.end_batch;
+  }
+
+  __device__ __forceinline__ void skip_empty(const SparseDecodeKernelParams& p,
+                                             const DecodePartRange& range) {
+    while (tile >= tiles.last && batch < range.end_batch) {
+      ++batch;
+      tiles = sparse_batch_tiles(p, range, batch);
+      tile = tiles.first;
+    }
+    if (tile >= tiles.last) batch = range.end_batch + 1;
+  }
+
+  __device__ __forceinline__ void start(const SparseDecodeKernelParams& p,
+                                        const DecodePartRange& range) {
+    batch = range.begin_batch;
+    tiles = sparse_batch_tiles(p, range, batch);
+    tile = tiles.first;
+    skip_empty(p, range);
+  }
+
+  __device__ __forceinline__ void advance(const SparseDecodeKernelParams& p,
+                                          const DecodePartRange& range) {
+    if (!valid(range)) return;
+    ++tile;
+    skip_empty(p, range);
+  }
+};
+
 }  // namespace flashmla::sm90
