@@ -206,8 +206,13 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
         uint32_t probs[16];
         float rescale[2];
         // Invalid tokens were stored as zeros (no NaN reaches P V); their logits are masked.
+        // Only lane 0, the thread that later arrives on the stage's empty barrier, reads the
+        // producer's mask word, so that every read is ordered before an arrival (probe:
+        // tests/probes/racecheck_mbarrier_handoff.cu); the others get it by shuffle.
+        uint64_t valid_bits = lane == 0 ? smem.token_valid[stage] : 0;
+        valid_bits = __shfl_sync(0xffffffffu, valid_bits, 0);
         online_softmax<Element>(scores, probs, stats, rescale, p.scale_log2,
-                                TokenBitMask{smem.token_valid[stage]}, lane);
+                                TokenBitMask{valid_bits}, lane);
 
         if (tile > tiles.first) named_barrier_sync(kSparseProbsFree, kConsumers);
         store_probs_sw128(smem.p, probs, warp_in_wg, lane);

@@ -145,7 +145,9 @@ struct TokenQuarter<KVCacheFormat::kFp8Model1, kFp8Model1HeadDim> {
       scales = make_uint2(0x7f7f7f7fu, 0x7f7f7f7fu);  // 2^0
       return;
     }
-    scales = __ldg(reinterpret_cast<const uint2*>(loc.scales));
+    asm volatile("ld.global.nc.L1::evict_last.v2.u32 {%0, %1}, [%2];"
+                 : "=r"(scales.x), "=r"(scales.y)
+                 : "l"(loc.scales));
 #pragma unroll
     for (int i = 0; i < 7; ++i) nope[i] = load_gathered_16b(loc.row + i * 64 + quarter * 16);
 #pragma unroll
@@ -154,30 +156,33 @@ struct TokenQuarter<KVCacheFormat::kFp8Model1, kFp8Model1HeadDim> {
     }
   }
 
-  __device__ __forceinline__ float scale(int box) const {
-    const uint32_t word = box < 4 ? scales.x : scales.y;
-    return fp8::e8m0_to_float(uint8_t(word >> (8 * (box % 4))));
+  __device__ __forceinline__ uint32_t exponent(int box) const {
+    return ((box < 4 ? scales.x : scales.y) >> (8 * (box % 4))) & 0xffu;
   }
 
   template <int kBoxBytes>
   __device__ __forceinline__ void store(char* stage, const QuarterSlot& slot) const {
-    // e8m0 bytes in [127 - 117, 127 + 7] (scales 2^-117 .. 2^7) take the fast path: one
-    // decision per token.
+    // An e8m0 byte e is the scale 2^(e - 127): the fast path takes e in [127 - 117, 127 + 7],
+    // and its bf16x2 multiplier 2^(e - 127 + 120) is the bf16 with exponent field e + 120
+    // (no float decode). One decision per token.
     bool fast = true;
 #pragma unroll
-    for (int box = 0; box < 7; ++box) fast = fast && is_fast_dequant_scale(scale(box));
+    for (int box = 0; box < 7; ++box) {
+      fast = fast && exponent(box) >= 127 - 117 && exponent(box) <= 127 + 7;
+    }
     if (fast) {
 #pragma unroll
       for (int box = 0; box < 7; ++box) {
+        const uint32_t bf16 = (exponent(box) + 120u) << 7;  // 2^(e - 127) * 2^120
         uint4 lo, hi;
-        dequant_e4m3x16_fast(nope[box], fast_dequant_multiplier(scale(box)), lo, hi);
+        dequant_e4m3x16_fast(nope[box], bf16 | (bf16 << 16), lo, hi);
         store_quarter<kBoxBytes>(stage, slot, box, lo, hi);
       }
     } else {
 #pragma unroll
       for (int box = 0; box < 7; ++box) {
         uint4 lo, hi;
-        dequant_e4m3x16_exact(nope[box], scale(box), lo, hi);
+        dequant_e4m3x16_exact(nope[box], fp8::e8m0_to_float(uint8_t(exponent(box))), lo, hi);
         store_quarter<kBoxBytes>(stage, slot, box, lo, hi);
       }
     }
