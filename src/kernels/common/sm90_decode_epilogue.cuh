@@ -61,6 +61,16 @@ __device__ __forceinline__ void write_output_cols(const Params& p, const Epilogu
   }
 }
 
+// Warpgroup 1's output columns [192, 512) (acc: [192, 448), acc_tail: [448, 512)).
+template <class Element, int kHeadDimV, class Params>
+__device__ __forceinline__ void write_output_cols_wg1(const Params& p, const EpilogueTarget& target,
+                                                      const float (&acc)[128],
+                                                      const float (&acc_tail)[32],
+                                                      const float (&inv_sum)[2], int thread_in_wg) {
+  write_output_cols<Element, kHeadDimV, 256>(p, target, acc, 192, inv_sum, thread_in_wg);
+  write_output_cols<Element, kHeadDimV, 64>(p, target, acc_tail, 192 + 256, inv_sum, thread_in_wg);
+}
+
 // Log-sum-exp of one row (`local_row` of the tile): +inf (final) / -inf (partial) when it
 // attended nothing.
 template <class Params>

@@ -46,6 +46,57 @@ __device__ __forceinline__ void store_probs_sw128(void* p_box, const uint32_t (&
   }
 }
 
+// Warpgroup 0's share of O = O * rescale + P V: columns [0, kCols) with P from registers (the
+// packed probabilities of online_softmax). v_desc addresses the stage's V as an MN-major B
+// operand (64-column boxes kBoxBytes apart). Waits for the result.
+template <bool kIsBF16, int kCols>
+__device__ __forceinline__ void accumulate_pv_from_registers(float (&acc)[kCols / 2],
+                                                             const uint32_t (&probs)[16],
+                                                             const float (&rescale)[2],
+                                                             uint64_t v_desc) {
+  rescale_rows(acc, rescale);
+  wgmma_fence();
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    gmma_rs<kIsBF16, cute::SM90::GMMA::Major::MN, kCols>(&probs[4 * k],
+                                                         desc_advance(v_desc, k * 2048), acc);
+  }
+  wgmma_commit();
+  wgmma_wait<0>();
+  fence_registers(acc);
+}
+
+// Warpgroup 1's share: 320 columns as 256 + 64 (acc, acc_tail) with P from the shared box
+// p_desc. v_desc / v_desc_tail address the stage's V columns of each part. Waits.
+template <bool kIsBF16>
+__device__ __forceinline__ void accumulate_pv_from_shared(float (&acc)[128], float (&acc_tail)[32],
+                                                          const float (&rescale)[2],
+                                                          uint64_t p_desc, uint64_t v_desc,
+                                                          uint64_t v_desc_tail) {
+  using cute::SM90::GMMA::Major;
+  rescale_rows(acc, rescale);
+  rescale_rows(acc_tail, rescale);
+  wgmma_fence();
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    gmma_ss<kIsBF16, Major::MN, 256>(desc_advance(p_desc, k * 32), desc_advance(v_desc, k * 2048),
+                                     acc);
+    gmma_ss<kIsBF16, Major::MN, 64>(desc_advance(p_desc, k * 32),
+                                    desc_advance(v_desc_tail, k * 2048), acc_tail);
+  }
+  wgmma_commit();
+  wgmma_wait<0>();
+  fence_registers(acc);
+  fence_registers(acc_tail);
+}
+
+// The two owned rows' factors of a 64-row array in shared memory (row scale, 1 / row sum).
+__device__ __forceinline__ void load_owned_rows(const float* rows, int warp_in_wg, int lane,
+                                                float (&values)[2]) {
+  values[0] = rows[16 * warp_in_wg + lane / 4];
+  values[1] = rows[16 * warp_in_wg + lane / 4 + 8];
+}
+
 // Output scale and log-sum-exp (natural log; -inf when the row attended nothing) of owned
 // row i once all tiles are in. With kSink, the row's attention sink (in log2 units,
 // -inf = none) joins the denominator of the output but not the lse.

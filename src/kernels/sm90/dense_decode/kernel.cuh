@@ -17,7 +17,6 @@
 
 namespace flashmla::sm90 {
 
-using GmmaMajor = cute::SM90::GMMA::Major;
 
 // Named barriers (id 0 is __syncthreads). Both warpgroups sync (rather than one arriving)
 // on the hand-overs: the other side is already waiting there in the steady state, so it costs
@@ -207,16 +206,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         named_barrier_sync(kProbsReady, Traits::kNumThreads);
 
         // O[:, 0:192] = O * rescale + P V.
-        rescale_rows(acc, rescale);
-        wgmma_fence();
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          gmma_rs<kIsBF16, GmmaMajor::MN, Traits::kColsWg0>(
-              &probs[4 * k], desc_advance(v_desc, stage * kStageBytes + k * 2048), acc);
-        }
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_registers(acc);
+        accumulate_pv_from_registers<kIsBF16, Traits::kColsWg0>(
+            acc, probs, rescale, desc_advance(v_desc, stage * kStageBytes));
         if (lane == 0) mbarrier_arrive(&smem.empty_barrier[stage]);
       }
 
@@ -229,7 +220,6 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         const int row = 16 * warp_in_wg + lane / 4 + 8 * i;
         if (lane % 4 == 0) {
           smem.row_inv_sum[row] = inv_sum[i];
-          smem.row_lse[row] = lse;
           write_row_lse(p, target, row, lse);
         }
       }
@@ -247,25 +237,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         const uint32_t phase = (tile_index / Traits::kNumStages) & 1;
         named_barrier_sync(kProbsReady, Traits::kNumThreads);
         float rescale[2];
-        rescale[0] = smem.row_scale[16 * warp_in_wg + lane / 4];
-        rescale[1] = smem.row_scale[16 * warp_in_wg + lane / 4 + 8];
-        rescale_rows(acc, rescale);
-        rescale_rows(acc_tail, rescale);
-
-        // O[:, 192:512] += P V with P from shared memory.
-        wgmma_fence();
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const uint32_t v_offset = stage * kStageBytes + k * 2048;
-          gmma_ss<kIsBF16, GmmaMajor::MN, 256>(desc_advance(p_desc, k * 32),
-                                               desc_advance(v_desc, v_offset), acc);
-          gmma_ss<kIsBF16, GmmaMajor::MN, 64>(desc_advance(p_desc, k * 32),
-                                              desc_advance(v_desc_tail, v_offset), acc_tail);
-        }
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_registers(acc);
-        fence_registers(acc_tail);
+        load_owned_rows(smem.row_scale, warp_in_wg, lane, rescale);
+        // O[:, 192:512] = O * rescale + P V with P from shared memory.
+        accumulate_pv_from_shared<kIsBF16>(acc, acc_tail, rescale, p_desc,
+                                           desc_advance(v_desc, stage * kStageBytes),
+                                           desc_advance(v_desc_tail, stage * kStageBytes));
         if (lane == 0) mbarrier_arrive(&smem.empty_barrier[stage]);
 
         // Refill this stage with the tile kNumStages ahead once all 8 warps have left it.
@@ -279,12 +255,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       }
       named_barrier_sync(kStatsReady, Traits::kNumThreads);
       float inv_sum[2];
-      inv_sum[0] = smem.row_inv_sum[16 * warp_in_wg + lane / 4];
-      inv_sum[1] = smem.row_inv_sum[16 * warp_in_wg + lane / 4 + 8];
-      write_output_cols<Element, Traits::kHeadDimV, 256>(p, target, acc, Traits::kColsWg0, inv_sum,
-                                                         thread_in_wg);
-      write_output_cols<Element, Traits::kHeadDimV, 64>(p, target, acc_tail, Traits::kColsWg0 + 256,
-                                                        inv_sum, thread_in_wg);
+      load_owned_rows(smem.row_inv_sum, warp_in_wg, lane, inv_sum);
+      write_output_cols_wg1<Element, Traits::kHeadDimV>(p, target, acc, acc_tail, inv_sum,
+                                                        thread_in_wg);
     }
   }
 }

@@ -44,8 +44,8 @@ struct DenseDecodeTraits {
   // Output columns per warpgroup: warpgroup 0 also computes S and the softmax, so it takes
   // the smaller share of P V (fewer accumulator registers, a shorter serial path per tile).
   static constexpr int kColsWg0 = 192;
-  static constexpr int kColsWg1 = kHeadDimV - kColsWg0;  // 320 = 256 + 64
-  static_assert(kColsWg0 % kBoxCols == 0 && kColsWg1 == 256 + 64);
+  static constexpr int kColsWg1 = kHeadDimV - kColsWg0;    // 320 = 256 + 64
+  static_assert(kColsWg0 == 192 && kColsWg1 == 256 + 64);  // the P V steps' shapes
 
   struct alignas(1024) SharedStorage {
     Element q[kNumBoxesQK][kBoxElems];
@@ -53,7 +53,6 @@ struct DenseDecodeTraits {
     Element p[kBoxElems];                // probabilities of the current tile, for warpgroup 1
     float row_scale[kBlockM];            // rescale of O rows for the current tile
     float row_inv_sum[kBlockM];          // epilogue: 1 / row sum (0 for rows that attend nothing)
-    float row_lse[kBlockM];              // epilogue: log-sum-exp
     uint64_t full_barrier[kNumStages];   // TMA bytes landed
     uint64_t empty_barrier[kNumStages];  // all 8 warps done reading the stage
   };

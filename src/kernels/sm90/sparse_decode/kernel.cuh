@@ -140,7 +140,6 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
                                                        int s, typename Traits::SharedStorage& smem,
                                                        int thread) {
   using Element = typename Traits::Element;
-  using GmmaMajor = cute::SM90::GMMA::Major;
   constexpr int kConsumers = Traits::kNumConsumerThreads;
   const int thread_in_wg = thread % 128;
   const int warp_in_wg = thread_in_wg / 32;
@@ -223,16 +222,8 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
         fence_view_async_shared();
         named_barrier_sync(kSparseProbsReady, kConsumers);
 
-        rescale_rows(acc, rescale);
-        wgmma_fence();
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          gmma_rs<true, GmmaMajor::MN, Traits::kColsWg0>(
-              &probs[4 * k], desc_advance(v_desc, stage * kStageBytes + k * 2048), acc);
-        }
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_registers(acc);
+        accumulate_pv_from_registers<true, Traits::kColsWg0>(
+            acc, probs, rescale, desc_advance(v_desc, stage * kStageBytes));
         if (lane == 0) mbarrier_arrive(&smem.empty_barrier[stage]);
       }
 
@@ -263,35 +254,18 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
         const int stage = tile_index % Traits::kNumStages;
         named_barrier_sync(kSparseProbsReady, kConsumers);
         float rescale[2];
-        rescale[0] = smem.row_scale[16 * warp_in_wg + lane / 4];
-        rescale[1] = smem.row_scale[16 * warp_in_wg + lane / 4 + 8];
-        rescale_rows(acc, rescale);
-        rescale_rows(acc_tail, rescale);
-
-        wgmma_fence();
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const uint32_t v_offset = stage * kStageBytes + k * 2048;
-          gmma_ss<true, GmmaMajor::MN, 256>(desc_advance(p_desc, k * 32),
-                                            desc_advance(v_desc, v_offset), acc);
-          gmma_ss<true, GmmaMajor::MN, 64>(desc_advance(p_desc, k * 32),
-                                           desc_advance(v_desc_tail, v_offset), acc_tail);
-        }
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_registers(acc);
-        fence_registers(acc_tail);
+        load_owned_rows(smem.row_scale, warp_in_wg, lane, rescale);
+        accumulate_pv_from_shared<true>(acc, acc_tail, rescale, p_desc,
+                                        desc_advance(v_desc, stage * kStageBytes),
+                                        desc_advance(v_desc_tail, stage * kStageBytes));
         if (lane == 0) mbarrier_arrive(&smem.empty_barrier[stage]);
         if (tile + 1 < tiles.last) named_barrier_sync(kSparseProbsFree, kConsumers);
       }
       named_barrier_sync(kSparseStatsReady, kConsumers);
       float inv_sum[2];
-      inv_sum[0] = smem.row_inv_sum[16 * warp_in_wg + lane / 4];
-      inv_sum[1] = smem.row_inv_sum[16 * warp_in_wg + lane / 4 + 8];
-      write_output_cols<Element, Traits::kHeadDimV, 256>(p, target, acc, Traits::kColsWg0, inv_sum,
-                                                         thread_in_wg);
-      write_output_cols<Element, Traits::kHeadDimV, 64>(p, target, acc_tail, Traits::kColsWg0 + 256,
-                                                        inv_sum, thread_in_wg);
+      load_owned_rows(smem.row_inv_sum, warp_in_wg, lane, inv_sum);
+      write_output_cols_wg1<Element, Traits::kHeadDimV>(p, target, acc, acc_tail, inv_sum,
+                                                        thread_in_wg);
     }
   }
 }

@@ -46,7 +46,7 @@ struct SparseDecodeTraits {
   static constexpr int kProducerWarpgroup = 2;
   static constexpr int kColsWg0 = 192;  // as in dense decode: warpgroup 0 also runs the softmax
   static constexpr int kColsWg1 = kHeadDimV - kColsWg0;
-  static_assert(kColsWg0 % kBoxCols == 0 && kColsWg1 == 256 + 64);
+  static_assert(kColsWg0 == 192 && kColsWg1 == 256 + 64);  // the P V steps' shapes
 
   // Registers per thread after setmaxnreg (multiples of 8). setmaxnreg only moves registers
   // within what the CTA was launched with (65536 / 384 rounded down to 8 = 168 a thread), so
