@@ -19,11 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
 import random
-import re
-import statistics
 import sys
 from pathlib import Path
 from typing import Optional
@@ -32,6 +28,10 @@ import torch
 
 import flash_mla
 from flash_mla.testing import check_decode_against_reference, make_decode_inputs
+
+# The shared timing / JSON code next to this script, whatever the working directory.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import add_common_arguments, anchor_table, time_us, write_results  # noqa: E402
 
 B, D_QK, D_V, H_KV, PAGE = 128, 576, 512, 1, 64
 S_KS = (4096, 8192, 16384, 32768)
@@ -77,26 +77,6 @@ class Result:
 def draw_seqlens(s_k: int, s_q: int, b: int = B) -> list[int]:
     random.seed(0)
     return [max(int(random.normalvariate(s_k, s_k / 2)), s_q) for _ in range(b)]
-
-
-def anchor_table(device_name: str) -> tuple[str, dict]:
-    gpu = "H200" if "H200" in device_name else "H100"
-    return gpu, ANCHORS[gpu]
-
-
-def time_us(fn, warmup: int, reps: int) -> float:
-    flush = torch.empty(256 * 1024 * 1024, dtype=torch.uint8, device="cuda")
-    for _ in range(warmup):
-        fn()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    for start, end in zip(starts, ends):
-        flush.zero_()
-        start.record()
-        fn()
-        end.record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1e3
 
 
 def run_case(h_q, s_q, causal, s_k, args, anchors) -> Result:
@@ -189,20 +169,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--s-k", type=int, nargs="+", default=list(S_KS), help="mean lengths")
     parser.add_argument("--h-q", type=int, nargs="+", default=None, help="only these h_q rows")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--reps", type=int, default=50)
-    parser.add_argument("--check", action="store_true", help="check all sequences vs reference")
-    parser.add_argument("--no-check", action="store_true", help="only check for NaN")
-    parser.add_argument(
-        "--json",
-        type=Path,
-        default=None,
-        help="output path (default: bench/results/dense_decode_<device>.json)",
-    )
+    add_common_arguments(parser, "dense_decode")
     args = parser.parse_args()
 
     device_name = torch.cuda.get_device_name()
-    gpu, anchors = anchor_table(device_name)
+    gpu, anchors = anchor_table(device_name, ANCHORS)
     results = []
     for h_q, s_q, causal in ROWS:
         if args.h_q and h_q not in args.h_q:
@@ -219,26 +190,7 @@ def main() -> int:
             results.append(r)
 
     print_table(results, gpu)
-    path = args.json or Path(__file__).resolve().parent / "results" / (
-        "dense_decode_" + re.sub(r"[^A-Za-z0-9]+", "_", device_name).strip("_") + ".json"
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps(
-            {
-                "device": device_name,
-                "anchor_table": gpu,
-                "torch": torch.__version__,
-                "cuda": torch.version.cuda,
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "timing": f"whole operation, median of {args.reps} after {args.warmup} warm-ups",
-                "results": [dataclasses.asdict(r) for r in results],
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"\nwrote {path}")
+    write_results("dense_decode", args.json, device_name, gpu, args, results)
     return 0
 
 

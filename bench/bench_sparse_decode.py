@@ -27,11 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
 import random
-import re
-import statistics
 import sys
 from pathlib import Path
 from typing import Optional
@@ -47,6 +43,10 @@ from flash_mla.testing import (
     sparse_counted_entries,
     sparse_retrieved_tokens,
 )
+
+# The shared timing / JSON code next to this script, whatever the working directory.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import add_common_arguments, anchor_table, time_us, write_results  # noqa: E402
 
 S_Q, D_V = 2, 512
 LAYOUTS = {"V3.2": ("v32", 576, 656), "MODEL1": ("model1", 512, 584)}
@@ -136,26 +136,6 @@ class Result:
 def draw_seqlens(s_k: int, b: int) -> list[int]:
     """FlashMLA's varlen lengths; continues the current random state (seeded per case)."""
     return [max(int(random.normalvariate(s_k, s_k / 2)), S_Q) for _ in range(b)]
-
-
-def anchor_table(device_name: str) -> tuple[str, dict]:
-    gpu = "H200" if "H200" in device_name else "H100"
-    return gpu, ANCHORS[gpu]
-
-
-def time_us(fn, warmup: int, reps: int) -> float:
-    flush = torch.empty(256 * 1024 * 1024, dtype=torch.uint8, device="cuda")
-    for _ in range(warmup):
-        fn()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    for start, end in zip(starts, ends):
-        flush.zero_()
-        start.record()
-        fn()
-        end.record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1e3
 
 
 def build_inputs(case: Case) -> SparseDecodeInputs:
@@ -279,20 +259,11 @@ def main() -> int:
     parser.add_argument("--s-k", type=int, nargs="+", default=None, help="only these s_k rows")
     parser.add_argument("--h-q", type=int, nargs="+", default=None, help="only these h_q rows")
     parser.add_argument("--layout", choices=sorted(LAYOUTS), nargs="+", default=None)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--reps", type=int, default=50)
-    parser.add_argument("--check", action="store_true", help="check all sequences vs reference")
-    parser.add_argument("--no-check", action="store_true", help="only check for NaN")
-    parser.add_argument(
-        "--json",
-        type=Path,
-        default=None,
-        help="output path (default: bench/results/sparse_decode_<device>.json)",
-    )
+    add_common_arguments(parser, "sparse_decode")
     args = parser.parse_args()
 
     device_name = torch.cuda.get_device_name()
-    gpu, anchors = anchor_table(device_name)
+    gpu, anchors = anchor_table(device_name, ANCHORS)
     cases = [
         c
         for c in CASES
@@ -315,28 +286,16 @@ def main() -> int:
         results.append(r)
 
     print_table(results, gpu)
-    path = args.json or Path(__file__).resolve().parent / "results" / (
-        "sparse_decode_" + re.sub(r"[^A-Za-z0-9]+", "_", device_name).strip("_") + ".json"
+    write_results(
+        "sparse_decode",
+        args.json,
+        device_name,
+        gpu,
+        args,
+        results,
+        flops="b * s_q * h_q * valid entries (main + extra) * 2 * (d_qk + d_v)",
+        bytes="distinct retrieved cache rows * (656 V3.2, 584 MODEL1)",
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps(
-            {
-                "device": device_name,
-                "anchor_table": gpu,
-                "torch": torch.__version__,
-                "cuda": torch.version.cuda,
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "timing": f"whole operation, median of {args.reps} after {args.warmup} warm-ups",
-                "flops": "b * s_q * h_q * valid entries (main + extra) * 2 * (d_qk + d_v)",
-                "bytes": "distinct retrieved cache rows * (656 V3.2, 584 MODEL1)",
-                "results": [dataclasses.asdict(r) for r in results],
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"\nwrote {path}")
     return 0
 
 

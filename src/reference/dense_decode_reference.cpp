@@ -11,16 +11,13 @@
 #include "reference/dense_decode_reference.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <exception>
 #include <limits>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "reference/half_convert.h"
+#include "reference/parallel_items.h"
 
 namespace flashmla::reference {
 
@@ -29,8 +26,6 @@ namespace {
 constexpr int kRowBlock = 8;       // rows whose dot products share one pass over a K row
 constexpr int kItemRowBlocks = 4;  // row blocks per work item (they share each K tile)
 constexpr int kTileTokens = 128;   // tokens converted to float at a time
-constexpr int kMaxThreads = 32;
-constexpr double kMinMacsPerThread = 2e7;  // below this, threads cost more than they save
 
 [[noreturn]] void fail(const char* argument, const std::string& message) {
   throw Error(Error::Kind::kInvalidArgument, argument,
@@ -264,38 +259,6 @@ class ItemComputer {
   float* max_logit_;  // optional
 };
 
-int usable_threads() {
-  return std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, kMaxThreads);
-}
-
-// Runs every item, on several threads when the work is large enough to pay for them.
-void run_items(const ItemComputer& computer, const std::vector<WorkItem>& items, double macs) {
-  const double by_work = std::max(1.0, macs / kMinMacsPerThread);
-  const int threads =
-      static_cast<int>(std::min<double>({double(usable_threads()), double(items.size()), by_work}));
-  std::atomic<size_t> next{0};
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  const auto worker = [&] {
-    Scratch scratch;
-    try {
-      for (size_t i = next++; i < items.size(); i = next++) computer.run(items[i], scratch);
-    } catch (...) {  // e.g. bad_alloc: hand it to the caller instead of terminating
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!error) error = std::current_exception();
-      next = items.size();
-    }
-  };
-  if (threads == 1) {
-    worker();
-  } else {
-    std::vector<std::thread> pool;
-    for (int i = 0; i < threads; ++i) pool.emplace_back(worker);
-    for (auto& thread : pool) thread.join();
-  }
-  if (error) std::rethrow_exception(error);
-}
-
 }  // namespace
 
 void dense_decode_reference(const DenseDecodeParams& params, float* out, float* lse, float* out_abs,
@@ -319,7 +282,11 @@ void dense_decode_reference(const DenseDecodeParams& params, float* out, float* 
     macs += double(rows) * params.num_heads_kv * params.cache_seqlens[i] *
             (params.head_dim_qk + params.head_dim_v);
   }
-  run_items(ItemComputer(params, out, lse, out_abs, max_logit), items, macs);
+  // Several threads when the work is large enough to pay for them.
+  const double by_work = std::max(1.0, macs / kMinMacsPerThread);
+  const int threads =
+      static_cast<int>(std::min<double>({double(usable_threads()), double(items.size()), by_work}));
+  run_items<Scratch>(ItemComputer(params, out, lse, out_abs, max_logit), items, threads);
 }
 
 void round_output_to_dtype(const DenseDecodeParams& params, const float* out, uint16_t* out_bits,

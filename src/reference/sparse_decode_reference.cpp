@@ -11,26 +11,21 @@
 #include "reference/sparse_decode_reference.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <exception>
 #include <limits>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "reference/half_convert.h"
 #include "reference/kv_cache_reference.h"
+#include "reference/parallel_items.h"
 
 namespace flashmla::reference {
 
 namespace {
 
 constexpr int kHeadBlock = 8;  // heads whose dot products share one pass over a K row
-constexpr int kMaxThreads = 32;
-constexpr double kMinMacsPerThread = 2e7;  // below this, threads cost more than they save
 
 [[noreturn]] void fail(const std::string& argument, const std::string& message) {
   throw Error(Error::Kind::kInvalidArgument, argument,
@@ -245,10 +240,6 @@ class ItemComputer {
   float* max_logit_;  // optional
 };
 
-int usable_threads() {
-  return std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, kMaxThreads);
-}
-
 // One item per query token when there are enough of them; otherwise the heads of each token
 // are split (in multiples of kHeadBlock) so that every thread gets work.
 std::vector<WorkItem> make_items(const SparseDecodeParams& p, int threads) {
@@ -278,31 +269,6 @@ double total_macs(const SparseDecodeParams& p) {
   return listed * p.seqlen_q * p.num_heads_q * (p.head_dim_qk + p.head_dim_v);
 }
 
-// Runs every item, on several threads when the work is large enough to pay for them.
-void run_items(const ItemComputer& computer, const std::vector<WorkItem>& items, int threads) {
-  std::atomic<size_t> next{0};
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  const auto worker = [&] {
-    Scratch scratch;
-    try {
-      for (size_t i = next++; i < items.size(); i = next++) computer.run(items[i], scratch);
-    } catch (...) {  // e.g. bad_alloc: hand it to the caller instead of terminating
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!error) error = std::current_exception();
-      next = items.size();
-    }
-  };
-  if (threads == 1) {
-    worker();
-  } else {
-    std::vector<std::thread> pool;
-    for (int i = 0; i < threads; ++i) pool.emplace_back(worker);
-    for (auto& thread : pool) thread.join();
-  }
-  if (error) std::rethrow_exception(error);
-}
-
 }  // namespace
 
 void sparse_decode_reference(const SparseDecodeParams& params, float* out, float* lse,
@@ -312,7 +278,7 @@ void sparse_decode_reference(const SparseDecodeParams& params, float* out, float
   const int wanted = static_cast<int>(std::min<double>(usable_threads(), by_work));
   const std::vector<WorkItem> items = make_items(params, wanted);
   const int threads = static_cast<int>(std::min<size_t>(wanted, items.size()));
-  run_items(ItemComputer(params, out, lse, out_abs, max_logit), items, threads);
+  run_items<Scratch>(ItemComputer(params, out, lse, out_abs, max_logit), items, threads);
 }
 
 }  // namespace flashmla::reference

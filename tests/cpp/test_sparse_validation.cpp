@@ -3,7 +3,6 @@
 // two token sources is named with its prefix ("main.topk", "extra.indices").
 #include <gtest/gtest.h>
 
-#include <cctype>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -14,19 +13,15 @@
 
 #include "flashmla/kv_cache_format.h"
 #include "flashmla/sparse_decode.h"
+#include "validation_helpers.h"
 
 namespace flashmla {
 namespace {
 
-template <typename T>
-T* fake_pointer(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
-
-template <typename T>
-T* misalign(const T* pointer, int bytes) {
-  return reinterpret_cast<T*>(reinterpret_cast<uintptr_t>(pointer) + bytes);
-}
+using testing::expect_error_names;
+using testing::fake_pointer;
+using testing::misalign;
+using testing::test_name;
 
 // Densest strides of a source for the params' format.
 void set_dense_source_strides(const SparseDecodeParams& p, SparseTokenSource& s) {
@@ -300,9 +295,7 @@ TEST_P(ValidateSparseDecodeRejects, NamesTheArgument) {
     validate_sparse_decode(p);
     FAIL() << mutation.description << ": accepted";
   } catch (const Error& e) {
-    EXPECT_EQ(e.argument(), mutation.argument) << mutation.description << ": " << e.what();
-    EXPECT_NE(std::string(e.what()).find(mutation.argument), std::string::npos) << e.what();
-    EXPECT_EQ(std::string(e.what()).rfind("sparse_decode: ", 0), 0u) << e.what();
+    expect_error_names(e, mutation.description, mutation.argument, "sparse_decode: ");
     if (mutation.kind) {
       EXPECT_EQ(e.kind(), *mutation.kind) << mutation.description << ": " << e.what();
     }
@@ -312,12 +305,9 @@ TEST_P(ValidateSparseDecodeRejects, NamesTheArgument) {
 // Test names say which argument each case covers: <argument>__<what is wrong>.
 INSTANTIATE_TEST_SUITE_P(Mutations, ValidateSparseDecodeRejects, ::testing::ValuesIn(mutations()),
                          [](const auto& info) {
-                           std::string name =
-                               std::string(info.param.argument) + "__" + info.param.description;
-                           for (char& c : name) {
-                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-                           }
-                           return name + "_" + std::to_string(info.index);
+                           return test_name(
+                               std::string(info.param.argument) + "__" + info.param.description,
+                               info.index);
                          });
 
 // The workspace grows with the parts, the batch and the heads, and is never 0.

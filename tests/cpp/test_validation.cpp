@@ -2,7 +2,6 @@
 // them), and rejects each bad field with a flashmla::Error that names it.
 #include <gtest/gtest.h>
 
-#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -12,19 +11,15 @@
 #include <vector>
 
 #include "flashmla/dense_decode.h"
+#include "validation_helpers.h"
 
 namespace flashmla {
 namespace {
 
-template <typename T>
-T* fake_pointer(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
-
-template <typename T>
-T* misalign(const T* pointer, int bytes) {
-  return reinterpret_cast<T*>(reinterpret_cast<uintptr_t>(pointer) + bytes);
-}
+using testing::expect_error_names;
+using testing::fake_pointer;
+using testing::misalign;
+using testing::test_name;
 
 // Dense strides for the given shapes.
 void set_dense_strides(DenseDecodeParams& p) {
@@ -272,20 +267,14 @@ TEST_P(ValidateDenseDecodeRejects, NamesTheArgument) {
     validate_dense_decode(p);
     FAIL() << mutation.description << ": accepted";
   } catch (const Error& e) {
-    EXPECT_EQ(e.argument(), mutation.argument) << mutation.description << ": " << e.what();
-    EXPECT_NE(std::string(e.what()).find(mutation.argument), std::string::npos) << e.what();
-    EXPECT_EQ(std::string(e.what()).rfind("dense_decode: ", 0), 0u) << e.what();
+    expect_error_names(e, mutation.description, mutation.argument, "dense_decode: ");
     EXPECT_EQ(e.kind(), mutation.kind) << mutation.description << ": " << e.what();
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Mutations, ValidateDenseDecodeRejects, ::testing::ValuesIn(mutations()),
                          [](const auto& info) {
-                           std::string name = info.param.description;
-                           for (char& c : name) {
-                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-                           }
-                           return name + "_" + std::to_string(info.index);
+                           return test_name(info.param.description, info.index);
                          });
 
 TEST(ValidateDenseDecode, MessagesSayWhatWasExpectedAndGot) {

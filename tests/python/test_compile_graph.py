@@ -1,7 +1,5 @@
 """torch.compile and CUDA-graph capture of the flash_mla operators."""
 
-from typing import Callable
-
 import pytest
 import torch
 
@@ -15,6 +13,7 @@ from flash_mla.testing import (  # noqa: E402
     make_decode_inputs,
     refill_,
 )
+from compile_graph_helpers import BACKENDS, capture, compiled_matches_eager, opcheck  # noqa: E402
 
 D_V = 512
 S_Q, H_Q, H_KV = 2, 64, 1
@@ -50,22 +49,6 @@ def decode(inputs: DecodeInputs, metadata, num_splits):
     )
 
 
-def _have_triton() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-BACKENDS = [
-    "aot_eager",
-    pytest.param(
-        "inductor", marks=pytest.mark.skipif(not _have_triton(), reason="inductor needs triton")
-    ),
-]
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_compile_fullgraph_matches_eager(backend: str):
     torch._dynamo.reset()
@@ -86,11 +69,7 @@ def test_compile_fullgraph_matches_eager(backend: str):
         metadata,
         num_splits,
     )
-    compiled = torch.compile(step, fullgraph=True, backend=backend)
-    out_c, lse_c = compiled(*args)
-    out_e, lse_e = step(*args)
-    torch.testing.assert_close(out_c, out_e, rtol=0, atol=0, equal_nan=True)
-    torch.testing.assert_close(lse_c, lse_e, rtol=0, atol=0, equal_nan=True)
+    out_c, lse_c = compiled_matches_eager(step, args, backend)
     check_against_reference(inputs, (out_c / 2.0).to(torch.bfloat16), lse_c - 1.0)
 
 
@@ -117,11 +96,7 @@ def test_opcheck():
     inputs = new_inputs([3, 300, 65])
     inputs.k_cache.nan_to_num_(0.0)  # opcheck compares inputs before and after the call
     plan_args = (inputs.cache_seqlens, S_Q * H_Q // H_KV, H_KV, 64, 0)
-    torch.library.opcheck(
-        torch.ops.flash_mla.get_decode_metadata.default,
-        plan_args,
-        test_utils=("test_schema", "test_faketensor"),
-    )
+    opcheck(torch.ops.flash_mla.get_decode_metadata.default, plan_args)
     metadata, num_splits = torch.ops.flash_mla.get_decode_metadata(*plan_args)
     decode_args = (
         inputs.q,
@@ -134,24 +109,7 @@ def test_opcheck():
         576**-0.5,
         True,
     )
-    torch.library.opcheck(
-        torch.ops.flash_mla.dense_decode_fwd.default,
-        decode_args,
-        test_utils=("test_schema", "test_faketensor"),
-    )
-
-
-def capture(fn: Callable[[], tuple]) -> tuple[torch.cuda.CUDAGraph, tuple]:
-    """Warms `fn` up on a side stream, then captures it in a CUDA graph."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outputs = fn()
-    return graph, outputs
+    opcheck(torch.ops.flash_mla.dense_decode_fwd.default, decode_args)
 
 
 def test_cuda_graph_replay_after_inplace_update():

@@ -1,7 +1,5 @@
 """torch.compile and CUDA-graph capture of the sparse-decode operators."""
 
-from typing import Callable
-
 import pytest
 import torch
 
@@ -16,6 +14,7 @@ from flash_mla.testing import (  # noqa: E402
     make_sparse_decode_inputs,
     refill_sparse_,
 )
+from compile_graph_helpers import BACKENDS, capture, compiled_matches_eager, opcheck  # noqa: E402
 
 D_V = 512
 S_Q, H_Q = 2, 64
@@ -60,22 +59,6 @@ def check_against_reference(inputs: SparseDecodeInputs, out, lse) -> None:
     check_sparse_decode_against_reference(inputs, out, lse, D_V)
 
 
-def _have_triton() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-BACKENDS = [
-    "aot_eager",
-    pytest.param(
-        "inductor", marks=pytest.mark.skipif(not _have_triton(), reason="inductor needs triton")
-    ),
-]
-
-
 def _tensors(inputs: SparseDecodeInputs) -> tuple:
     extra = inputs.extra
     return (
@@ -117,11 +100,7 @@ def test_compile_fullgraph_matches_eager(backend: str, layout: str):
         return out.float() * 2.0, lse + 1.0
 
     args = _tensors(inputs) + (metadata, num_splits)
-    compiled = torch.compile(step, fullgraph=True, backend=backend)
-    out_c, lse_c = compiled(*args)
-    out_e, lse_e = step(*args)
-    torch.testing.assert_close(out_c, out_e, rtol=0, atol=0, equal_nan=True)
-    torch.testing.assert_close(lse_c, lse_e, rtol=0, atol=0, equal_nan=True)
+    out_c, lse_c = compiled_matches_eager(step, args, backend)
     check_against_reference(inputs, (out_c / 2.0).to(torch.bfloat16), lse_c - 1.0)
 
 
@@ -169,11 +148,7 @@ def test_opcheck():
         extra.topk_length,
         0,
     )
-    torch.library.opcheck(
-        torch.ops.flash_mla.get_sparse_decode_metadata.default,
-        plan_args,
-        test_utils=("test_schema", "test_faketensor"),
-    )
+    opcheck(torch.ops.flash_mla.get_sparse_decode_metadata.default, plan_args)
     metadata, num_splits = torch.ops.flash_mla.get_sparse_decode_metadata(*plan_args)
     decode_args = (
         inputs.q,
@@ -190,24 +165,7 @@ def test_opcheck():
         576**-0.5,
         True,
     )
-    torch.library.opcheck(
-        torch.ops.flash_mla.sparse_decode_fwd.default,
-        decode_args,
-        test_utils=("test_schema", "test_faketensor"),
-    )
-
-
-def capture(fn: Callable[[], tuple]) -> tuple[torch.cuda.CUDAGraph, tuple]:
-    """Warms `fn` up on a side stream, then captures it in a CUDA graph."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outputs = fn()
-    return graph, outputs
+    opcheck(torch.ops.flash_mla.sparse_decode_fwd.default, decode_args)
 
 
 @pytest.mark.parametrize("layout", ["v32", "model1", "bf16"])

@@ -20,6 +20,8 @@
 #include <vector>
 
 #include "../dense_decode_case.h"
+#include "decode_gpu_common.h"
+#include "device_buffer.h"
 #include "flashmla/flashmla.h"
 #include "reference/dense_decode_reference.h"
 #include "reference/half_convert.h"
@@ -27,47 +29,13 @@
 namespace flashmla {
 namespace {
 
+using testing::check_cuda;
 using testing::DenseDecodeCase;
 using testing::DenseDecodeHostData;
-
-void check_cuda(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) {
-    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorName(status) + " " +
-                             cudaGetErrorString(status));
-  }
-}
-
-// cudaMalloc'd array, freed on scope exit.
-template <typename T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t count) : count_(std::max<size_t>(count, 1)) {
-    void* raw = nullptr;
-    check_cuda(cudaMalloc(&raw, count_ * sizeof(T)), "cudaMalloc");
-    data_ = static_cast<T*>(raw);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { cudaFree(data_); }
-
-  T* get() const { return data_; }
-  size_t size() const { return count_; }
-  void upload(const std::vector<T>& host) {
-    check_cuda(cudaMemcpy(data_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice),
-               "cudaMemcpy H2D");
-  }
-  std::vector<T> download() const {
-    std::vector<T> host(count_);
-    check_cuda(cudaMemcpy(host.data(), data_, count_ * sizeof(T), cudaMemcpyDeviceToHost),
-               "cudaMemcpy D2H");
-    return host;
-  }
-  void fill_bytes(int byte) { check_cuda(cudaMemset(data_, byte, count_ * sizeof(T)), "memset"); }
-
- private:
-  size_t count_;
-  T* data_ = nullptr;
-};
+using testing::DeviceBuffer;
+using testing::FailureLog;
+using DeviceOutputs = testing::DeviceOutputs<DenseDecodeParams>;
+using Reference = testing::DecodeReference;
 
 // The inputs of one case on the device, and params pointing at them.
 class DeviceInputs {
@@ -112,34 +80,10 @@ struct DevicePlan {
   DeviceBuffer<int32_t> num_splits;
 };
 
-// Outputs with an optional padding after each head row (must stay untouched).
-struct DeviceOutputs {
-  DeviceOutputs(const DenseDecodeParams& p, int64_t out_head_pad)
-      : head_stride(p.head_dim_v + out_head_pad),
-        out(size_t(p.batch) * p.seqlen_q * p.num_heads_q * head_stride),
-        lse(size_t(p.batch) * p.num_heads_q * p.seqlen_q) {}
-  void poison() {
-    out.fill_bytes(0xff);  // 0xffff: NaN in bf16 and fp16
-    lse.fill_bytes(0xff);  // NaN in float
-  }
-  int64_t head_stride;
-  DeviceBuffer<uint16_t> out;
-  DeviceBuffer<float> lse;
-};
-
 // Runs dense_decode with a given plan, into poisoned outputs.
 void run_dense_decode(const DeviceInputs& inputs, const DevicePlan& plan, DeviceOutputs& outputs) {
   DenseDecodeParams p = inputs.params();
-  p.out = outputs.out.get();
-  p.out_head_stride = outputs.head_stride;
-  p.out_seq_stride = p.num_heads_q * outputs.head_stride;
-  p.out_batch_stride = p.seqlen_q * p.out_seq_stride;
-  p.lse = outputs.lse.get();
-  p.lse_head_stride = p.seqlen_q;
-  p.lse_batch_stride = int64_t(p.num_heads_q) * p.seqlen_q;
-  p.tile_scheduler_metadata = plan.metadata.get();
-  p.num_splits = plan.num_splits.get();
-  p.num_parts = plan.num_parts;
+  testing::use_outputs_and_plan(p, outputs, plan);
   p.workspace_bytes = dense_decode_workspace_bytes(p);
   DeviceBuffer<uint8_t> workspace(p.workspace_bytes);
   workspace.fill_bytes(0xff);  // the kernels must not depend on its contents
@@ -152,16 +96,6 @@ void run_dense_decode(const DeviceInputs& inputs, const DevicePlan& plan, Device
 
 // ---------------------------------------------------------------------------------------
 // Comparison against the reference.
-
-struct Reference {
-  std::vector<float> out;        // [b, s_q, h_q, d_v]
-  std::vector<float> lse;        // [b, h_q, s_q]
-  std::vector<float> out_abs;    // [b, s_q, h_q, d_v]: sum_t w_t |v_t|
-  std::vector<float> max_logit;  // [b, h_q, s_q]: largest scaled logit (-inf when none)
-  // softmax_scale * max |q row| * max |k row| over used rows: bounds sum_i |q_i k_i| of every
-  // logit, the magnitude whose float32 rounding a logit (hence lse) inherits.
-  double logit_magnitude = 0.0;
-};
 
 double logit_magnitude(const DenseDecodeParams& p) {
   const auto* q = static_cast<const uint16_t*>(p.q);
@@ -206,29 +140,6 @@ Reference compute_reference(const DenseDecodeHostData& host) {
   r.logit_magnitude = logit_magnitude(p);
   return r;
 }
-
-// Collects the first failures with their indices, counts the rest.
-class FailureLog {
- public:
-  template <typename... Parts>
-  void add(const Parts&... parts) {
-    if (count_++ < kShown) {
-      std::ostringstream line;
-      (line << ... << parts);
-      lines_ += "  " + line.str() + "\n";
-    }
-  }
-  int count() const { return count_; }
-  std::string report(const char* what) const {
-    return std::string(what) + ": " + std::to_string(count_) + " failing elements, first:\n" +
-           lines_;
-  }
-
- private:
-  static constexpr int kShown = 10;
-  int count_ = 0;
-  std::string lines_;
-};
 
 // Tolerances. An element passes the fixed rule (out: |err| < 1e-3 or |err| / |ref| < 2/128;
 // lse: |err| < 1e-6 or |err| / |ref| < 8/65536) or the rounding rule:
@@ -332,13 +243,7 @@ void expect_matches_reference(const DenseDecodeHostData& host, const Reference& 
   }
   EXPECT_EQ(lse_log.count(), 0) << lse_log.report("lse");
 
-  ::testing::Test::RecordProperty("out_rounding_only" + tag, std::to_string(out_rounding_only));
-  ::testing::Test::RecordProperty("lse_rounding_only" + tag, std::to_string(lse_rounding_only));
-  std::printf("%sout: %lld elements within the %s P-rounding bound only\n",
-              tag.empty() ? "" : (tag + " ").c_str(), static_cast<long long>(out_rounding_only),
-              dtype_name);
-  std::printf("%slse: %lld elements within the fp32 logit-rounding bound only\n",
-              tag.empty() ? "" : (tag + " ").c_str(), static_cast<long long>(lse_rounding_only));
+  testing::report_rounding_only(tag, dtype_name, out_rounding_only, lse_rounding_only);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -510,16 +415,7 @@ TEST(DenseDecodeGpuErrors, BadArgumentThrowsNamedError) {
   DeviceOutputs outputs(inputs.params(), 0);
 
   DenseDecodeParams p = inputs.params();
-  p.out = outputs.out.get();
-  p.out_head_stride = p.head_dim_v;
-  p.out_seq_stride = p.num_heads_q * p.out_head_stride;
-  p.out_batch_stride = p.seqlen_q * p.out_seq_stride;
-  p.lse = outputs.lse.get();
-  p.lse_head_stride = p.seqlen_q;
-  p.lse_batch_stride = int64_t(p.num_heads_q) * p.seqlen_q;
-  p.tile_scheduler_metadata = plan.metadata.get();
-  p.num_splits = plan.num_splits.get();
-  p.num_parts = plan.num_parts;
+  testing::use_outputs_and_plan(p, outputs, plan);  // no row padding: out_head_stride = d_v
   p.workspace_bytes = dense_decode_workspace_bytes(p);
   DeviceBuffer<uint8_t> workspace(p.workspace_bytes);
   p.workspace = workspace.get();

@@ -19,56 +19,20 @@
 #include <vector>
 
 #include "../kv_cache_case.h"
+#include "device_buffer.h"
 #include "flashmla/kv_cache_format.h"
 #include "flashmla/kv_cache_tools.h"
 
 namespace flashmla {
 namespace {
 
+using testing::check_cuda;
+using testing::DeviceBuffer;
 using testing::KVCacheLayout;
 using testing::make_dequantize_params;
 using testing::make_kv_cache_layout;
 using testing::make_write_params;
-
-void check_cuda(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) {
-    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorName(status) + " " +
-                             cudaGetErrorString(status));
-  }
-}
-
-// cudaMalloc'd array holding a copy of a host vector, freed on scope exit.
-template <typename T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(const std::vector<T>& host) : count_(host.size()) {
-    void* raw = nullptr;
-    check_cuda(cudaMalloc(&raw, std::max<size_t>(count_, 1) * sizeof(T)), "cudaMalloc");
-    data_ = static_cast<T*>(raw);
-    check_cuda(cudaMemcpy(data_, host.data(), count_ * sizeof(T), cudaMemcpyHostToDevice),
-               "cudaMemcpy H2D");
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { cudaFree(data_); }
-
-  T* get() const { return data_; }
-  std::vector<T> download() const {
-    std::vector<T> host(count_);
-    check_cuda(cudaMemcpy(host.data(), data_, count_ * sizeof(T), cudaMemcpyDeviceToHost),
-               "cudaMemcpy D2H");
-    return host;
-  }
-
- private:
-  size_t count_;
-  T* data_ = nullptr;
-};
-
-void synchronize(const char* after) {
-  check_cuda(cudaDeviceSynchronize(), after);
-  check_cuda(cudaGetLastError(), after);
-}
+using testing::synchronize;
 
 // A byte pattern (not one repeated byte), so that a misplaced copy of cache bytes shows.
 std::vector<uint8_t> sentinel_cache(const KVCacheLayout& l) {

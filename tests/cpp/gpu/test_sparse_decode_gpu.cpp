@@ -24,6 +24,8 @@
 #include <vector>
 
 #include "../sparse_decode_case.h"
+#include "decode_gpu_common.h"
+#include "device_buffer.h"
 #include "flashmla/flashmla.h"
 #include "reference/half_convert.h"
 #include "reference/kv_cache_reference.h"
@@ -32,51 +34,16 @@
 namespace flashmla {
 namespace {
 
+using testing::check_cuda;
+using testing::DeviceBuffer;
+using testing::FailureLog;
 using testing::SinkMode;
 using testing::SparseDecodeCase;
 using testing::SparseDecodeHostData;
 using testing::SparseSourceConfig;
 using testing::SparseSourceHostData;
-
-void check_cuda(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) {
-    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorName(status) + " " +
-                             cudaGetErrorString(status));
-  }
-}
-
-// cudaMalloc'd array, freed on scope exit.
-template <typename T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t count) : count_(std::max<size_t>(count, 1)) {
-    void* raw = nullptr;
-    check_cuda(cudaMalloc(&raw, count_ * sizeof(T)), "cudaMalloc");
-    data_ = static_cast<T*>(raw);
-  }
-  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { cudaFree(data_); }
-
-  T* get() const { return data_; }
-  size_t size() const { return count_; }
-  void upload(const std::vector<T>& host) {
-    check_cuda(cudaMemcpy(data_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice),
-               "cudaMemcpy H2D");
-  }
-  std::vector<T> download() const {
-    std::vector<T> host(count_);
-    check_cuda(cudaMemcpy(host.data(), data_, count_ * sizeof(T), cudaMemcpyDeviceToHost),
-               "cudaMemcpy D2H");
-    return host;
-  }
-  void fill_bytes(int byte) { check_cuda(cudaMemset(data_, byte, count_ * sizeof(T)), "memset"); }
-
- private:
-  size_t count_;
-  T* data_ = nullptr;
-};
+using DeviceOutputs = testing::DeviceOutputs<SparseDecodeParams>;
+using Reference = testing::DecodeReference;
 
 // Device copies of one token source; `source` points at them.
 class DeviceSource {
@@ -171,34 +138,10 @@ struct DevicePlan {
   DeviceBuffer<int32_t> num_splits;
 };
 
-// Outputs with an optional padding after each head row (must stay untouched).
-struct DeviceOutputs {
-  DeviceOutputs(const SparseDecodeParams& p, int64_t out_head_pad)
-      : head_stride(p.head_dim_v + out_head_pad),
-        out(size_t(p.batch) * p.seqlen_q * p.num_heads_q * head_stride),
-        lse(size_t(p.batch) * p.num_heads_q * p.seqlen_q) {}
-  void poison() {
-    out.fill_bytes(0xff);  // 0xffff: NaN in bf16
-    lse.fill_bytes(0xff);  // NaN in float
-  }
-  int64_t head_stride;
-  DeviceBuffer<uint16_t> out;
-  DeviceBuffer<float> lse;
-};
-
 // Runs sparse_decode with a given plan, into poisoned outputs.
 void run_sparse_decode(const DeviceInputs& inputs, const DevicePlan& plan, DeviceOutputs& outputs) {
   SparseDecodeParams p = inputs.params();
-  p.out = outputs.out.get();
-  p.out_head_stride = outputs.head_stride;
-  p.out_seq_stride = p.num_heads_q * outputs.head_stride;
-  p.out_batch_stride = p.seqlen_q * p.out_seq_stride;
-  p.lse = outputs.lse.get();
-  p.lse_head_stride = p.seqlen_q;
-  p.lse_batch_stride = int64_t(p.num_heads_q) * p.seqlen_q;
-  p.tile_scheduler_metadata = plan.metadata.get();
-  p.num_splits = plan.num_splits.get();
-  p.num_parts = plan.num_parts;
+  testing::use_outputs_and_plan(p, outputs, plan);
   p.workspace_bytes = sparse_decode_workspace_bytes(p);
   DeviceBuffer<uint8_t> workspace(p.workspace_bytes);
   workspace.fill_bytes(0xff);  // the kernels must not depend on its contents
@@ -211,16 +154,6 @@ void run_sparse_decode(const DeviceInputs& inputs, const DevicePlan& plan, Devic
 
 // ---------------------------------------------------------------------------------------
 // Comparison against the reference.
-
-struct Reference {
-  std::vector<float> out;        // [b, s_q, h_q, d_v]
-  std::vector<float> lse;        // [b, h_q, s_q]
-  std::vector<float> out_abs;    // [b, s_q, h_q, d_v]: sum_t w_t |v_t|
-  std::vector<float> max_logit;  // [b, h_q, s_q]: largest scaled logit (-inf when none)
-  // softmax_scale * max |q row| * max |k row| over selected rows: bounds sum_i |q_i k_i| of
-  // every logit, the magnitude whose float32 rounding a logit (hence lse) inherits.
-  double logit_magnitude = 0.0;
-};
 
 double max_selected_row_norm(const SparseDecodeHostData& host, const SparseSourceHostData& source) {
   const SparseTokenSource s = source.source();
@@ -273,29 +206,6 @@ Reference compute_reference(const SparseDecodeHostData& host) {
   r.logit_magnitude = logit_magnitude(host);
   return r;
 }
-
-// Collects the first failures with their indices, counts the rest.
-class FailureLog {
- public:
-  template <typename... Parts>
-  void add(const Parts&... parts) {
-    if (count_++ < kShown) {
-      std::ostringstream line;
-      (line << ... << parts);
-      lines_ += "  " + line.str() + "\n";
-    }
-  }
-  int count() const { return count_; }
-  std::string report(const char* what) const {
-    return std::string(what) + ": " + std::to_string(count_) + " failing elements, first:\n" +
-           lines_;
-  }
-
- private:
-  static constexpr int kShown = 10;
-  int count_ = 0;
-  std::string lines_;
-};
 
 // Tolerances (FlashMLA's sparse-decode test): out passes where |err| < 1e-3 or
 // |err| / |ref| < 2.01/128 (ref: the reference rounded to bf16), with 1 - cos < 5e-6 over the
@@ -400,13 +310,7 @@ void expect_matches_reference(const SparseDecodeHostData& host, const Reference&
   }
   EXPECT_EQ(lse_log.count(), 0) << lse_log.report("lse");
 
-  ::testing::Test::RecordProperty("out_rounding_only" + tag, std::to_string(out_rounding_only));
-  ::testing::Test::RecordProperty("lse_rounding_only" + tag, std::to_string(lse_rounding_only));
-  const std::string prefix = tag.empty() ? "" : tag + " ";
-  std::printf("%sout: %lld elements within the bf16 P-rounding bound only\n", prefix.c_str(),
-              static_cast<long long>(out_rounding_only));
-  std::printf("%slse: %lld elements within the fp32 logit-rounding bound only\n", prefix.c_str(),
-              static_cast<long long>(lse_rounding_only));
+  testing::report_rounding_only(tag, "bf16", out_rounding_only, lse_rounding_only);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -721,16 +625,7 @@ TEST(SparseDecodeGpuErrors, BadArgumentThrowsNamedError) {
   DeviceOutputs outputs(inputs.params(), 0);
 
   SparseDecodeParams p = inputs.params();
-  p.out = outputs.out.get();
-  p.out_head_stride = p.head_dim_v;
-  p.out_seq_stride = p.num_heads_q * p.out_head_stride;
-  p.out_batch_stride = p.seqlen_q * p.out_seq_stride;
-  p.lse = outputs.lse.get();
-  p.lse_head_stride = p.seqlen_q;
-  p.lse_batch_stride = int64_t(p.num_heads_q) * p.seqlen_q;
-  p.tile_scheduler_metadata = plan.metadata.get();
-  p.num_splits = plan.num_splits.get();
-  p.num_parts = plan.num_parts;
+  testing::use_outputs_and_plan(p, outputs, plan);  // no row padding: out_head_stride = d_v
   p.workspace_bytes = sparse_decode_workspace_bytes(p);
   DeviceBuffer<uint8_t> workspace(p.workspace_bytes);
   p.workspace = workspace.get();
