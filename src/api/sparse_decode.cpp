@@ -84,11 +84,16 @@ void sparse_decode(const SparseDecodeParams& params, cudaStream_t stream) {
 
   const sm90::SparseDecodeKernelParams kernel_params = make_kernel_params(params);
   const int num_m_blocks = (params.num_heads_q + kDecodeRowsPerBlock - 1) / kDecodeRowsPerBlock;
-  const auto launch = params.kv_format == KVCacheFormat::kFp8V32 ? sm90::sparse_decode_fp8_v32
-                      : params.kv_format == KVCacheFormat::kFp8Model1
-                          ? sm90::sparse_decode_fp8_model1
-                      : params.head_dim_qk == 576 ? sm90::sparse_decode_bf16_576
-                                                  : sm90::sparse_decode_bf16_512;
+  // 64 < h_q <= 128 on an FP8 cache: the crossover kernels (a 2-CTA cluster per query token
+  // gathers and dequantizes each tile once for both m-blocks).
+  const bool crossover = num_m_blocks == 2 && params.kv_format != KVCacheFormat::kBFloat16;
+  const auto launch =
+      params.kv_format == KVCacheFormat::kFp8V32
+          ? (crossover ? sm90::sparse_decode_fp8_v32_crossover : sm90::sparse_decode_fp8_v32)
+      : params.kv_format == KVCacheFormat::kFp8Model1
+          ? (crossover ? sm90::sparse_decode_fp8_model1_crossover : sm90::sparse_decode_fp8_model1)
+      : params.head_dim_qk == 576 ? sm90::sparse_decode_bf16_576
+                                  : sm90::sparse_decode_bf16_512;
   launch(kernel_params, num_m_blocks, params.num_parts, stream);
 
   kernels::CombineParams combine{};

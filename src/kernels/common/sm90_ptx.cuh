@@ -85,6 +85,66 @@ __device__ __forceinline__ void named_barrier_arrive(uint32_t id, uint32_t num_t
   asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(num_threads) : "memory");
 }
 
+// ---- thread-block clusters (distributed shared memory) -------------------------------------
+__device__ __forceinline__ uint32_t cluster_cta_rank() {
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  return rank;
+}
+
+// The shared::cluster address of `smem_address` (a shared::cta address of this CTA) in CTA
+// `rank` of the cluster.
+__device__ __forceinline__ uint32_t peer_shared_address(uint32_t smem_address, uint32_t rank) {
+  uint32_t result;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
+               : "=r"(result)
+               : "r"(smem_address), "r"(rank));
+  return result;
+}
+
+// Arrives on an mbarrier of another CTA of the cluster (release at cluster scope).
+__device__ __forceinline__ void mbarrier_arrive_peer(uint32_t peer_bar) {
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(peer_bar)
+               : "memory");
+}
+
+// Waits like mbarrier_wait, acquiring at cluster scope (for arrivals from other CTAs).
+__device__ __forceinline__ void mbarrier_wait_cluster(uint64_t* bar, uint32_t phase) {
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "WAIT_%=:\n"
+      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n"
+      "}\n" ::"r"(smem_addr(bar)),
+      "r"(phase)
+      : "memory");
+}
+
+// Asynchronous 16- / 4-byte stores into another CTA's shared memory, each completing its bytes
+// on that CTA's mbarrier `peer_bar` (complete_tx), like a TMA load.
+__device__ __forceinline__ void store_async_peer(uint32_t peer_address, const uint4& value,
+                                                 uint32_t peer_bar) {
+  asm volatile(
+      "st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, "
+      "[%5];" ::"r"(peer_address),
+      "r"(value.x), "r"(value.y), "r"(value.z), "r"(value.w), "r"(peer_bar)
+      : "memory");
+}
+__device__ __forceinline__ void store_async_peer(uint32_t peer_address, uint32_t value,
+                                                 uint32_t peer_bar) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];" ::"r"(
+                   peer_address),
+               "r"(value), "r"(peer_bar)
+               : "memory");
+}
+
+// All threads of all CTAs of the cluster (release / acquire).
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::
+                   : "memory");
+}
+
 // ---- register reallocation between warpgroups (needs a register cap at kernel entry) ---------
 template <uint32_t kRegisters>
 __device__ __forceinline__ void warpgroup_registers_increase() {

@@ -15,6 +15,9 @@ FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_fp8_v32)
 FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_fp8_model1)
 FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_bf16_576)
 FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_bf16_512)
+// Crossover instances (64 < h_q <= 128: the two m-blocks share each tile's gather).
+FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_fp8_v32_crossover)
+FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_fp8_model1_crossover)
 
 #undef FLASHMLA_DECLARE_SPARSE_DECODE
 

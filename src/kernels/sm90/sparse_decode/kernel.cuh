@@ -27,16 +27,19 @@ enum SparseDecodeBarrier : uint32_t {
   kSparseQReady = 4,      // the Q tile of the next sequence is in shared memory
 };
 
-// The cache indices of the tokens one producer thread gathers for a tile (one per round).
+// The cache indices of the tokens one producer thread gathers for a tile (one per round it
+// gathers: both rounds, or with the crossover the round of its CTA).
+template <int kRounds>
 struct TileIndices {
-  int32_t index[2];
+  int32_t index[kRounds];
   bool from_main;  // main or extra list
 };
 
-__device__ __forceinline__ TileIndices load_tile_indices(const SparseDecodeKernelParams& p,
-                                                         const SparseTileCursor& cursor, int s,
-                                                         int token_slot) {
-  TileIndices result;
+template <int kRounds>
+__device__ __forceinline__ TileIndices<kRounds> load_tile_indices(const SparseDecodeKernelParams& p,
+                                                                  const SparseTileCursor& cursor,
+                                                                  int s, int first_token) {
+  TileIndices<kRounds> result;
   result.from_main = cursor.tile < cursor.tiles.main_tiles;
   const SparseTokenList& list = result.from_main ? p.main : p.extra;
   const int len = result.from_main ? cursor.tiles.main_len : cursor.tiles.extra_len;
@@ -44,21 +47,31 @@ __device__ __forceinline__ TileIndices load_tile_indices(const SparseDecodeKerne
   const int32_t* indices =
       list.indices + cursor.batch * list.indices_batch_stride + s * list.indices_seq_stride;
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int position = list_tile * kDecodeTileTokens + r * 32 + token_slot;
+  for (int r = 0; r < kRounds; ++r) {
+    const int position = list_tile * kDecodeTileTokens + r * 32 + first_token;
     result.index[r] = position < len ? __ldg(indices + position) : -1;
   }
   return result;
 }
 
-// Warpgroup 2: for every tile of the part, gathers its 64 selected rows (two rounds of 32
-// tokens; each token by a quad of threads), waits for the stage to be free, stores them
+template <int kRounds>
+__device__ __forceinline__ TileIndices<kRounds> no_tile_indices() {
+  TileIndices<kRounds> result;
+#pragma unroll
+  for (int r = 0; r < kRounds; ++r) result.index[r] = -1;
+  result.from_main = true;
+  return result;
+}
+
+// Warpgroup 2: for every tile of the part, gathers its selected rows (each token by a quad of
+// threads; two rounds of 32 tokens, or with the crossover the round of this CTA, whose rows it
+// also sends to the peer CTA), waits for the stage to be free (in both CTAs), stores them
 // dequantized, publishes which tokens are valid and arrives on the stage's full barrier.
 // The row loads are issued before the wait for a free stage, and the next tile's indices are
 // loaded while this tile's rows are in flight, so a tile never waits for two DRAM round trips
-// in a row. (Measured and reverted: prefetching the next tile's rows into L2, and a
-// round-level software pipeline that loads tile k + 1 while storing tile k; both cost
-// registers and instructions and gained nothing: docs/perf-notes.md.)
+// in a row. (Measured and reverted: prefetching the next tile's rows into L2, and holding the
+// next tile's rows in registers while storing this one, with and without the crossover; all
+// were slower: docs/perf-notes.md.)
 template <class Traits>
 __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelParams& p,
                                                        const DecodePartRange& range, int s,
@@ -66,21 +79,35 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
                                                        int thread_in_wg) {
   using Quarter = TokenQuarter<Traits::kFormat, Traits::kHeadDimQK>;
   constexpr KVCacheFormat kFormat = Traits::kFormat;
-  constexpr int kRounds = 2;
+  constexpr bool kCrossover = Traits::kCrossover;
+  constexpr int kRounds = kCrossover ? 1 : 2;  // rounds this CTA's producer gathers
   // Both rounds' loads in flight at once when their registers fit (FP8: 88 registers).
-  constexpr bool kOverlapRounds = sizeof(Quarter) <= 192;
+  constexpr bool kOverlapRounds = kRounds * sizeof(Quarter) <= 192;
+  const uint32_t rank = kCrossover ? cluster_cta_rank() : 0;
   const int warp = thread_in_wg / 32, lane = thread_in_wg % 32;
-  const int token_slot = warp * 8 + (lane & 7);  // token of the round this quad loads
+  const int token_slot = warp * 8 + (lane & 7);  // token of a round this quad loads
   const int quarter = lane >> 3;
-  const QuarterSlot slots[kRounds] = {QuarterSlot(token_slot, quarter),
-                                      QuarterSlot(token_slot + 32, quarter)};
+  const int first_round = int(rank);  // 0 without the crossover
+  QuarterSlot slots[kRounds];
+#pragma unroll
+  for (int r = 0; r < kRounds; ++r)
+    slots[r] = QuarterSlot((first_round + r) * 32 + token_slot, quarter);
+
+  // The peer's stage 0, barriers and validity words (crossover).
+  const uint32_t peer_k = kCrossover ? peer_shared_address(smem_addr(smem.k[0][0]), rank ^ 1) : 0;
+  const uint32_t peer_full =
+      kCrossover ? peer_shared_address(smem_addr(&smem.peer_full_barrier[0]), rank ^ 1) : 0;
+  const uint32_t peer_valid =
+      kCrossover ? peer_shared_address(smem_addr(&smem.token_valid[0][0][0]), rank ^ 1) : 0;
 
   SparseTileCursor current, next;
   current.start(p, range);
   next = current;
   next.advance(p, range);
-  TileIndices current_indices{{-1, -1}, true};
-  if (current.valid(range)) current_indices = load_tile_indices(p, current, s, token_slot);
+  TileIndices<kRounds> current_indices = no_tile_indices<kRounds>();
+  if (current.valid(range)) {
+    current_indices = load_tile_indices<kRounds>(p, current, s, first_round * 32 + token_slot);
+  }
 
   for (int tile_index = 0; current.valid(range); ++tile_index) {
     const int stage = tile_index % Traits::kNumStages;
@@ -96,30 +123,48 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
 #pragma unroll
       for (int r = 0; r < kRounds; ++r) data[r].load(location[r], quarter);
     }
-    TileIndices next_indices{{-1, -1}, true};
-    if (next.valid(range)) next_indices = load_tile_indices(p, next, s, token_slot);
+    TileIndices<kRounds> next_indices = no_tile_indices<kRounds>();
+    if (next.valid(range)) {
+      next_indices = load_tile_indices<kRounds>(p, next, s, first_round * 32 + token_slot);
+    }
 
-    char* stage_bytes = reinterpret_cast<char*>(smem.k[stage]);
-    if constexpr (kOverlapRounds) {
-      mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
-#pragma unroll
-      for (int r = 0; r < kRounds; ++r) {
-        data[r].template store<Traits::kBoxBytes>(stage_bytes, slots[r]);
+    const StageWriter<kCrossover> writer{reinterpret_cast<char*>(smem.k[stage]),
+                                         peer_k + uint32_t(stage) * Traits::kTileBytes,
+                                         peer_full + uint32_t(stage) * 8};
+    const auto wait_stage_free = [&]() {
+      if constexpr (kCrossover) {
+        // Both CTAs' consumers left the stage (they arrive on each other's barriers); then
+        // this CTA expects the peer's bytes for it.
+        mbarrier_wait_cluster(&smem.empty_barrier[stage], phase ^ 1);
+        if (thread_in_wg == 0) {
+          mbarrier_arrive_expect_tx(&smem.peer_full_barrier[stage], Traits::kPeerBytesPerTile);
+        }
+      } else {
+        mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
       }
+    };
+    if constexpr (kOverlapRounds) {
+      wait_stage_free();
+#pragma unroll
+      for (int r = 0; r < kRounds; ++r) data[r].template store<Traits::kBoxBytes>(writer, slots[r]);
     } else {
 #pragma unroll
       for (int r = 0; r < kRounds; ++r) {
         data[0].load(location[r], quarter);
-        if (r == 0) mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
-        data[0].template store<Traits::kBoxBytes>(stage_bytes, slots[r]);
+        if (r == 0) wait_stage_free();
+        data[0].template store<Traits::kBoxBytes>(writer, slots[r]);
       }
     }
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
-      // Lanes 0..7 hold the 8 tokens of this warp's slice of round r.
+      // Lanes 0..7 hold the 8 tokens of this warp's slice of the round.
       const uint32_t valid = __ballot_sync(0xffffffffu, location[r].valid) & 0xffu;
       if (lane == 0) {
-        reinterpret_cast<uint8_t*>(&smem.token_valid[stage])[r * 4 + warp] = uint8_t(valid);
+        smem.token_valid[stage][first_round + r][warp] = valid;
+        if constexpr (kCrossover) {
+          const uint32_t word = uint32_t(((stage * 2 + first_round + r) * 4 + warp) * 4);
+          store_async_peer(peer_valid + word, valid, writer.peer_barrier);
+        }
       }
     }
     fence_view_async_shared();  // the stores are read by wgmma (async proxy)
@@ -154,6 +199,16 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
       make_sw128_desc(smem.k[0][kWarpgroup == 0 ? 0 : kBoxWg1], Traits::kBoxBytes, 1024);
   const uint64_t v_desc_tail = make_sw128_desc(smem.k[0][kBoxWg1 + 4], Traits::kBoxBytes, 1024);
   constexpr uint32_t kStageBytes = Traits::kTileBytes;
+  // Leaving a stage: with the crossover the peer's producer writes into it too, so the
+  // arrival goes to both CTAs' empty barriers.
+  const uint32_t peer_empty =
+      Traits::kCrossover
+          ? peer_shared_address(smem_addr(&smem.empty_barrier[0]), cluster_cta_rank() ^ 1)
+          : 0;
+  const auto release_stage = [&](int stage) {
+    mbarrier_arrive(&smem.empty_barrier[stage]);
+    if constexpr (Traits::kCrossover) mbarrier_arrive_peer(peer_empty + uint32_t(stage) * 8);
+  };
 
   // The attention sink of the two rows (heads) this thread owns in warpgroup 0, log2 units.
   float sink_log2[2] = {-INFINITY, -INFINITY};
@@ -198,6 +253,7 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
         const int stage = tile_index % Traits::kNumStages;
         const uint32_t phase = (tile_index / Traits::kNumStages) & 1;
         mbarrier_wait(&smem.full_barrier[stage], phase);
+        if constexpr (Traits::kCrossover) mbarrier_wait(&smem.peer_full_barrier[stage], phase);
 
         float scores[32];
         compute_scores<true, Traits::kNumBoxesQK, Traits::kBoxBytes>(
@@ -208,7 +264,16 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
         // Only lane 0, the thread that later arrives on the stage's empty barrier, reads the
         // producer's mask word, so that every read is ordered before an arrival (probe:
         // tests/probes/racecheck_mbarrier_handoff.cu); the others get it by shuffle.
-        uint64_t valid_bits = lane == 0 ? smem.token_valid[stage] : 0;
+        uint64_t valid_bits = 0;
+        if (lane == 0) {
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+#pragma unroll
+            for (int w = 0; w < 4; ++w) {
+              valid_bits |= uint64_t(smem.token_valid[stage][r][w]) << (32 * r + 8 * w);
+            }
+          }
+        }
         valid_bits = __shfl_sync(0xffffffffu, valid_bits, 0);
         online_softmax<Element>(scores, probs, stats, rescale, p.scale_log2,
                                 TokenBitMask{valid_bits}, lane);
@@ -224,7 +289,7 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
 
         accumulate_pv_from_registers<true, Traits::kColsWg0>(
             acc, probs, rescale, desc_advance(v_desc, stage * kStageBytes));
-        if (lane == 0) mbarrier_arrive(&smem.empty_barrier[stage]);
+        if (lane == 0) release_stage(stage);
       }
 
       float inv_sum[2];
@@ -258,7 +323,7 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
         accumulate_pv_from_shared<true>(acc, acc_tail, rescale, p_desc,
                                         desc_advance(v_desc, stage * kStageBytes),
                                         desc_advance(v_desc_tail, stage * kStageBytes));
-        if (lane == 0) mbarrier_arrive(&smem.empty_barrier[stage]);
+        if (lane == 0) release_stage(stage);
         if (tile + 1 < tiles.last) named_barrier_sync(kSparseProbsFree, kConsumers);
       }
       named_barrier_sync(kSparseStatsReady, kConsumers);
@@ -287,11 +352,20 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   if (thread == 0) {
     for (int stage = 0; stage < Traits::kNumStages; ++stage) {
       mbarrier_init(&smem.full_barrier[stage], 128);
-      mbarrier_init(&smem.empty_barrier[stage], Traits::kNumConsumerThreads / 32);
+      mbarrier_init(&smem.peer_full_barrier[stage], 1);  // + the peer's bytes (crossover)
+      mbarrier_init(&smem.empty_barrier[stage],
+                    Traits::kClusterSize * Traits::kNumConsumerThreads / 32);
     }
     fence_barrier_init();
   }
-  __syncthreads();
+  // With the crossover the peer arrives on these barriers and writes into this CTA's shared
+  // memory: both CTAs' barriers must be initialised first, and neither may exit while the
+  // other can still reach it (the cluster barrier at the end).
+  if constexpr (Traits::kCrossover) {
+    cluster_sync();
+  } else {
+    __syncthreads();
+  }
 
   if (warpgroup == Traits::kProducerWarpgroup) {
     warpgroup_registers_decrease<Traits::kRegistersProducer>();
@@ -303,6 +377,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     warpgroup_registers_increase<Traits::kRegistersWg1>();
     sparse_decode_consumer<Traits, 1>(p, range, m_block, s, smem, thread);
   }
+  if constexpr (Traits::kCrossover) cluster_sync();
 }
 
 }  // namespace flashmla::sm90

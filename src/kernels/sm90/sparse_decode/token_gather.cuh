@@ -60,18 +60,34 @@ __device__ __forceinline__ TokenLocation locate_token(const SparseTokenList& lis
 // Where a thread's quarter of one token goes in every 64-column SW128 box of a stage: the
 // byte offsets, within a box, of its two 16-byte chunks. Fixed for the thread's whole life.
 struct QuarterSlot {
-  uint32_t chunk_lo, chunk_hi;
+  uint32_t chunk_lo = 0, chunk_hi = 0;
+  QuarterSlot() = default;
   __device__ __forceinline__ QuarterSlot(int token, int quarter)
       : chunk_lo(sw128_offset(token, 2 * quarter)),
         chunk_hi(sw128_offset(token, 2 * quarter + 1)) {}
 };
 
+// Where a producer thread's 16-byte vectors of a tile go: this CTA's stage and, with the
+// crossover (two CTAs serving the two 64-head halves of one query token), the same place in
+// the peer CTA's stage too, by st.async completing on the peer's barrier.
+template <bool kCrossover>
+struct StageWriter {
+  char* local;            // this CTA's stage
+  uint32_t peer;          // the peer's stage (shared::cluster address), crossover only
+  uint32_t peer_barrier;  // the peer's barrier counting those bytes, crossover only
+
+  __device__ __forceinline__ void store(uint32_t offset, const uint4& value) const {
+    *reinterpret_cast<uint4*>(local + offset) = value;
+    if constexpr (kCrossover) store_async_peer(peer + offset, value, peer_barrier);
+  }
+};
+
 // Stores 16 bf16 values (two 16-byte vectors) as the thread's 16 columns of box `box`.
-template <int kBoxBytes>
-__device__ __forceinline__ void store_quarter(char* stage, const QuarterSlot& slot, int box,
-                                              const uint4& lo, const uint4& hi) {
-  *reinterpret_cast<uint4*>(stage + box * kBoxBytes + slot.chunk_lo) = lo;
-  *reinterpret_cast<uint4*>(stage + box * kBoxBytes + slot.chunk_hi) = hi;
+template <int kBoxBytes, class Writer>
+__device__ __forceinline__ void store_quarter(const Writer& writer, const QuarterSlot& slot,
+                                              int box, const uint4& lo, const uint4& hi) {
+  writer.store(box * kBoxBytes + slot.chunk_lo, lo);
+  writer.store(box * kBoxBytes + slot.chunk_hi, hi);
 }
 
 template <KVCacheFormat kFormat, int kHeadDimQK>
@@ -104,8 +120,8 @@ struct TokenQuarter<KVCacheFormat::kFp8V32, kFp8V32HeadDim> {
     }
   }
 
-  template <int kBoxBytes>
-  __device__ __forceinline__ void store(char* stage, const QuarterSlot& slot) const {
+  template <int kBoxBytes, class Writer>
+  __device__ __forceinline__ void store(const Writer& stage, const QuarterSlot& slot) const {
     const float group_scales[4] = {scales.x, scales.y, scales.z, scales.w};
     // One decision per token: every quantizer-written cache takes the fast path.
     const bool fast = is_fast_dequant_scale(scales.x) && is_fast_dequant_scale(scales.y) &&
@@ -160,8 +176,8 @@ struct TokenQuarter<KVCacheFormat::kFp8Model1, kFp8Model1HeadDim> {
     return ((box < 4 ? scales.x : scales.y) >> (8 * (box % 4))) & 0xffu;
   }
 
-  template <int kBoxBytes>
-  __device__ __forceinline__ void store(char* stage, const QuarterSlot& slot) const {
+  template <int kBoxBytes, class Writer>
+  __device__ __forceinline__ void store(const Writer& stage, const QuarterSlot& slot) const {
     // An e8m0 byte e is the scale 2^(e - 127): the fast path takes e in [127 - 117, 127 + 7],
     // and its bf16x2 multiplier 2^(e - 127 + 120) is the bf16 with exponent field e + 120
     // (no float decode). One decision per token.
@@ -207,8 +223,8 @@ struct TokenQuarter<KVCacheFormat::kBFloat16, kHeadDimQK> {
     }
   }
 
-  template <int kBoxBytes>
-  __device__ __forceinline__ void store(char* stage, const QuarterSlot& slot) const {
+  template <int kBoxBytes, class Writer>
+  __device__ __forceinline__ void store(const Writer& stage, const QuarterSlot& slot) const {
 #pragma unroll
     for (int box = 0; box < kBoxes; ++box) {
       store_quarter<kBoxBytes>(stage, slot, box, chunks[box][0], chunks[box][1]);

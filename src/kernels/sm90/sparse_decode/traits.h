@@ -18,13 +18,18 @@
 
 namespace flashmla::sm90 {
 
-template <KVCacheFormat kFormat_, int kHeadDimQK_>
+template <KVCacheFormat kFormat_, int kHeadDimQK_, bool kCrossover_ = false>
 struct SparseDecodeTraits {
   using Element = __nv_bfloat16;
   static constexpr bool kIsBF16 = true;
   static constexpr KVCacheFormat kFormat = kFormat_;
   static constexpr int kHeadDimQK = kHeadDimQK_;
   static constexpr int kHeadDimV = 512;
+  // Crossover (64 < h_q <= 128): the two CTAs of a cluster serve the two 64-head halves of one
+  // query token; each producer gathers one of the tile's two 32-token rounds and stores it into
+  // both CTAs' shared memory, halving the gather and dequantization work of each.
+  static constexpr bool kCrossover = kCrossover_;
+  static constexpr int kClusterSize = kCrossover ? 2 : 1;
   static_assert(kFormat != KVCacheFormat::kFp8V32 || kHeadDimQK == kFp8V32HeadDim);
   static_assert(kFormat != KVCacheFormat::kFp8Model1 || kHeadDimQK == kFp8Model1HeadDim);
   static_assert(kHeadDimQK == 576 || kHeadDimQK == 512);
@@ -63,10 +68,16 @@ struct SparseDecodeTraits {
     Element p[kBoxElems];  // probabilities of the current tile, for warpgroup 1
     float row_scale[kBlockM];
     float row_inv_sum[kBlockM];
-    uint64_t token_valid[kNumStages];    // bit t: token t of the stage's tile is attended
-    uint64_t full_barrier[kNumStages];   // the producer's 128 threads stored the tile
-    uint64_t empty_barrier[kNumStages];  // the 8 consumer warps are done with the stage
+    // Bit j of token_valid[stage][round][warp]: token 32 round + 8 warp + j of the stage's
+    // tile is attended (one word per producer warp and round, so a peer can send its own).
+    uint32_t token_valid[kNumStages][2][4];
+    uint64_t full_barrier[kNumStages];       // this CTA's 128 producer threads stored their rows
+    uint64_t peer_full_barrier[kNumStages];  // crossover: the peer's rows arrived (bytes)
+    uint64_t empty_barrier[kNumStages];      // the consumer warps (of both CTAs) left the stage
   };
+  // Bytes the peer's producer sends into a stage per tile (crossover): 32 rows of every box and
+  // its 4 token_valid words.
+  static constexpr uint32_t kPeerBytesPerTile = 32 * kNumBoxesQK * 128 + 4 * 4;
   static constexpr int kSharedBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
   static_assert(kSharedBytes <= 232448, "exceeds the 227 KB of shared memory per block");
 };

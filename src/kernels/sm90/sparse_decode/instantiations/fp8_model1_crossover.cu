@@ -1,0 +1,12 @@
+#include "kernels/sm90/sparse_decode/dispatch.h"
+#include "kernels/sm90/sparse_decode/launch.cuh"
+
+namespace flashmla::sm90 {
+
+void sparse_decode_fp8_model1_crossover(const SparseDecodeKernelParams& params, int num_m_blocks,
+                                        int num_parts, cudaStream_t stream) {
+  launch_sparse_decode_kernel<KVCacheFormat::kFp8Model1, 512, true>(params, num_m_blocks, num_parts,
+                                                                    stream);
+}
+
+}  // namespace flashmla::sm90
