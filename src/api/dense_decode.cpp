@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "api/checks.h"
+#include "api/decode_output_fields.h"
 #include "api/dense_decode_workspace.h"
 #include "api/tensor_map.h"
 #include "flashmla/dense_decode.h"
@@ -33,13 +34,7 @@ sm90::DenseDecodeKernelParams make_kernel_params(const DenseDecodeParams& params
   k.block_table = params.block_table;
   k.block_table_batch_stride = params.block_table_batch_stride;
   k.cache_seqlens = params.cache_seqlens;
-  k.out = params.out;
-  k.out_batch_stride = params.out_batch_stride;
-  k.out_seq_stride = params.out_seq_stride;
-  k.out_head_stride = params.out_head_stride;
-  k.lse = params.lse;
-  k.lse_batch_stride = params.lse_batch_stride;
-  k.lse_head_stride = params.lse_head_stride;
+  detail::copy_output_fields(params, k);
   k.parts = reinterpret_cast<const DecodePartRange*>(params.tile_scheduler_metadata);
   k.num_splits = params.num_splits;
   k.o_accum = reinterpret_cast<float*>(workspace + layout.o_accum_offset);
@@ -87,13 +82,7 @@ void dense_decode(const DenseDecodeParams& params, cudaStream_t stream) {
   combine.num_splits = params.num_splits;
   combine.o_accum = kernel_params.o_accum;
   combine.lse_accum = kernel_params.lse_accum;
-  combine.out = params.out;
-  combine.out_batch_stride = params.out_batch_stride;
-  combine.out_seq_stride = params.out_seq_stride;
-  combine.out_head_stride = params.out_head_stride;
-  combine.lse = params.lse;
-  combine.lse_batch_stride = params.lse_batch_stride;
-  combine.lse_head_stride = params.lse_head_stride;
+  detail::copy_output_fields(params, combine);
   kernels::launch_combine(combine, params.dtype, stream);
 }
 
