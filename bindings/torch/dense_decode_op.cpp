@@ -8,6 +8,7 @@
 
 #include "flashmla/dense_decode.h"
 #include "ops.h"
+#include "decode_op_common.h"
 #include "tensor_checks.h"
 
 namespace flashmla::torch_binding {
@@ -105,31 +106,10 @@ std::tuple<at::Tensor, at::Tensor> dense_decode_fwd(
   params.block_table_batch_stride = layout_stride(block_table, 0);
   params.cache_seqlens = cache_seqlens.data_ptr<int32_t>();
 
-  at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2), head_dim_v}, q.options());
-  at::Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
-  params.out = out.data_ptr();
-  params.out_batch_stride = layout_stride(out, 0);
-  params.out_seq_stride = layout_stride(out, 1);
-  params.out_head_stride = layout_stride(out, 2);
-  params.lse = lse.data_ptr<float>();
-  params.lse_batch_stride = layout_stride(lse, 0);
-  params.lse_head_stride = layout_stride(lse, 1);
-
-  params.tile_scheduler_metadata = tile_scheduler_metadata.data_ptr<int32_t>();
-  params.num_splits = num_splits.data_ptr<int32_t>();
-  params.num_parts = to_int(tile_scheduler_metadata.size(0), kOp, "tile_scheduler_metadata");
-
-  // Split-KV scratch from the caching allocator: stream-ordered, so it is safe to free when this
-  // function returns, and inside a CUDA graph capture it comes from the graph's private pool.
-  const size_t workspace_bytes =
-      translate_errors(kOp, [&] { return dense_decode_workspace_bytes(params); });
-  at::Tensor workspace =
-      at::empty({static_cast<int64_t>(workspace_bytes)}, q.options().dtype(at::kByte));
-  params.workspace = workspace.data_ptr();
-  params.workspace_bytes = workspace_bytes;
-
-  translate_errors(kOp, [&] { dense_decode(params, stream); });
-  return {out, lse};
+  return run_decode(
+      params, kOp, q, head_dim_v, tile_scheduler_metadata, num_splits,
+      [](const auto& p) { return dense_decode_workspace_bytes(p); },
+      [&](const auto& p) { dense_decode(p, stream); });
 }
 
 }  // namespace flashmla::torch_binding

@@ -18,6 +18,7 @@
 #include "flashmla/kv_cache_format.h"
 #include "flashmla/sparse_decode.h"
 #include "ops.h"
+#include "decode_op_common.h"
 #include "tensor_checks.h"
 
 namespace flashmla::torch_binding {
@@ -313,31 +314,10 @@ std::tuple<at::Tensor, at::Tensor> sparse_decode_fwd(
   }
   params.attn_sink = attn_sink.has_value() ? attn_sink->data_ptr<float>() : nullptr;
 
-  at::Tensor out = at::empty({batch, seqlen_q, num_heads_q, head_dim_v}, q.options());
-  at::Tensor lse = at::empty({batch, num_heads_q, seqlen_q}, q.options().dtype(at::kFloat));
-  params.out = out.data_ptr();
-  params.out_batch_stride = layout_stride(out, 0);
-  params.out_seq_stride = layout_stride(out, 1);
-  params.out_head_stride = layout_stride(out, 2);
-  params.lse = lse.data_ptr<float>();
-  params.lse_batch_stride = layout_stride(lse, 0);
-  params.lse_head_stride = layout_stride(lse, 1);
-
-  params.tile_scheduler_metadata = tile_scheduler_metadata.data_ptr<int32_t>();
-  params.num_splits = num_splits.data_ptr<int32_t>();
-  params.num_parts = to_int(tile_scheduler_metadata.size(0), kOp, "tile_scheduler_metadata");
-
-  // Split-KV scratch from the caching allocator, as in dense_decode_fwd: stream-ordered, and
-  // from the graph's private pool while a CUDA graph is captured.
-  const size_t workspace_bytes =
-      translate_errors(kOp, [&] { return sparse_decode_workspace_bytes(params); });
-  at::Tensor workspace =
-      at::empty({static_cast<int64_t>(workspace_bytes)}, q.options().dtype(at::kByte));
-  params.workspace = workspace.data_ptr();
-  params.workspace_bytes = workspace_bytes;
-
-  translate_errors(kOp, [&] { sparse_decode(params, stream); });
-  return {out, lse};
+  return run_decode(
+      params, kOp, q, head_dim_v, tile_scheduler_metadata, num_splits,
+      [](const auto& p) { return sparse_decode_workspace_bytes(p); },
+      [&](const auto& p) { sparse_decode(p, stream); });
 }
 
 }  // namespace flashmla::torch_binding

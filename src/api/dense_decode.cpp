@@ -16,7 +16,6 @@ namespace {
 
 sm90::DenseDecodeKernelParams make_kernel_params(const DenseDecodeParams& params) {
   const auto layout = detail::dense_decode_workspace_layout(params);
-  char* workspace = static_cast<char*>(params.workspace);
   sm90::DenseDecodeKernelParams k{};
   k.batch = params.batch;
   k.seqlen_q = params.seqlen_q;
@@ -35,10 +34,7 @@ sm90::DenseDecodeKernelParams make_kernel_params(const DenseDecodeParams& params
   k.block_table_batch_stride = params.block_table_batch_stride;
   k.cache_seqlens = params.cache_seqlens;
   detail::copy_output_fields(params, k);
-  k.parts = reinterpret_cast<const DecodePartRange*>(params.tile_scheduler_metadata);
-  k.num_splits = params.num_splits;
-  k.o_accum = reinterpret_cast<float*>(workspace + layout.o_accum_offset);
-  k.lse_accum = reinterpret_cast<float*>(workspace + layout.lse_accum_offset);
+  detail::copy_plan_fields(params, layout, k);
   return k;
 }
 

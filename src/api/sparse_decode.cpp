@@ -37,7 +37,6 @@ sm90::SparseTokenList make_token_list(const SparseTokenSource& source) {
 
 sm90::SparseDecodeKernelParams make_kernel_params(const SparseDecodeParams& params) {
   const auto layout = sparse_workspace_layout(params);
-  char* workspace = static_cast<char*>(params.workspace);
   sm90::SparseDecodeKernelParams k{};
   k.batch = params.batch;
   k.seqlen_q = params.seqlen_q;
@@ -58,10 +57,7 @@ sm90::SparseDecodeKernelParams make_kernel_params(const SparseDecodeParams& para
   }
   k.attn_sink = params.attn_sink;
   detail::copy_output_fields(params, k);
-  k.parts = reinterpret_cast<const DecodePartRange*>(params.tile_scheduler_metadata);
-  k.num_splits = params.num_splits;
-  k.o_accum = reinterpret_cast<float*>(workspace + layout.o_accum_offset);
-  k.lse_accum = reinterpret_cast<float*>(workspace + layout.lse_accum_offset);
+  detail::copy_plan_fields(params, layout, k);
   return k;
 }
 
