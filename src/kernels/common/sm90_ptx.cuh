@@ -102,23 +102,13 @@ __device__ __forceinline__ uint32_t peer_shared_address(uint32_t smem_address, u
   return result;
 }
 
-// Arrives on an mbarrier of another CTA of the cluster (release at cluster scope).
+// Arrives on an mbarrier of another CTA of the cluster. Default semantics (release at CTA
+// scope), as CUTLASS's ClusterBarrier: the arrival only says "this stage is free" after the
+// reads it covers have completed (wgmma.wait_group), so nothing needs cluster-scope ordering.
+// (.release.cluster compiled to MEMBAR.ALL.GPU + ERRBAR in front of every arrival: ~10% of
+// the crossover kernel's warp stall samples, though off its critical path: docs/perf-notes.md.)
 __device__ __forceinline__ void mbarrier_arrive_peer(uint32_t peer_bar) {
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(peer_bar)
-               : "memory");
-}
-
-// Waits like mbarrier_wait, acquiring at cluster scope (for arrivals from other CTAs).
-__device__ __forceinline__ void mbarrier_wait_cluster(uint64_t* bar, uint32_t phase) {
-  asm volatile(
-      "{\n"
-      ".reg .pred done;\n"
-      "WAIT_%=:\n"
-      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n"
-      "}\n" ::"r"(smem_addr(bar)),
-      "r"(phase)
-      : "memory");
+  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(peer_bar) : "memory");
 }
 
 // Asynchronous 16- / 4-byte stores into another CTA's shared memory, each completing its bytes

@@ -81,7 +81,9 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
   constexpr KVCacheFormat kFormat = Traits::kFormat;
   constexpr bool kCrossover = Traits::kCrossover;
   constexpr int kRounds = kCrossover ? 1 : 2;  // rounds this CTA's producer gathers
-  // Both rounds' loads in flight at once when their registers fit (FP8: 88 registers).
+  // Both rounds' loads in flight at once only when their registers fit easily (never for the
+  // FP8 and BF16 quarters today: with both FP8 rounds in flight ptxas spills and the h_q 64
+  // rows took 16% longer, measured side by side, docs/perf-notes.md).
   constexpr bool kOverlapRounds = kRounds * sizeof(Quarter) <= 192;
   const uint32_t rank = kCrossover ? cluster_cta_rank() : 0;
   const int warp = thread_in_wg / 32, lane = thread_in_wg % 32;
@@ -134,8 +136,9 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
     const auto wait_stage_free = [&]() {
       if constexpr (kCrossover) {
         // Both CTAs' consumers left the stage (they arrive on each other's barriers); then
-        // this CTA expects the peer's bytes for it.
-        mbarrier_wait_cluster(&smem.empty_barrier[stage], phase ^ 1);
+        // this CTA expects the peer's bytes for it. A CTA-scope wait: an acquire at cluster
+        // scope compiles to CCTL.IVALL, invalidating the L1 lines the gathers allocate.
+        mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
         if (thread_in_wg == 0) {
           mbarrier_arrive_expect_tx(&smem.peer_full_barrier[stage], Traits::kPeerBytesPerTile);
         }
