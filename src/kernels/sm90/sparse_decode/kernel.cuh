@@ -77,7 +77,7 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
                                                        const DecodePartRange& range, int s,
                                                        typename Traits::SharedStorage& smem,
                                                        int thread_in_wg) {
-  using Quarter = TokenQuarter<Traits::kFormat, Traits::kHeadDimQK>;
+  using Quarter = TokenQuarter<Traits::kFormat, Traits::kHeadDimQK, Traits::kCrossover>;
   constexpr KVCacheFormat kFormat = Traits::kFormat;
   constexpr bool kCrossover = Traits::kCrossover;
   constexpr int kRounds = kCrossover ? 1 : 2;  // rounds this CTA's producer gathers
@@ -93,7 +93,8 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
   QuarterSlot slots[kRounds];
 #pragma unroll
   for (int r = 0; r < kRounds; ++r)
-    slots[r] = QuarterSlot((first_round + r) * 32 + token_slot, quarter);
+    slots[r] = QuarterSlot((first_round + r) * 32 + token_slot,
+                           quarter_chunks(quarter, Quarter::kPairedChunks));
 
   // The peer's stage 0, barriers and validity words (crossover).
   const uint32_t peer_k = kCrossover ? peer_shared_address(smem_addr(smem.k[0][0]), rank ^ 1) : 0;
@@ -149,12 +150,16 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
     if constexpr (kOverlapRounds) {
       wait_stage_free();
 #pragma unroll
-      for (int r = 0; r < kRounds; ++r) data[r].template store<Traits::kBoxBytes>(writer, slots[r]);
+      for (int r = 0; r < kRounds; ++r) {
+        data[r].pair_up(quarter);
+        data[r].template store<Traits::kBoxBytes>(writer, slots[r]);
+      }
     } else {
 #pragma unroll
       for (int r = 0; r < kRounds; ++r) {
         data[0].load(location[r], quarter);
         if (r == 0) wait_stage_free();
+        data[0].pair_up(quarter);
         data[0].template store<Traits::kBoxBytes>(writer, slots[r]);
       }
     }

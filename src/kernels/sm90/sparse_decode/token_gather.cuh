@@ -1,10 +1,23 @@
 // The producer's gather: one selected cache row of a tile, loaded by the 4 threads of a
-// "token quad" (quarter q = 0..3 takes columns 16q..16q+15 of every 64-column box) and stored,
-// dequantized to bf16, into the stage's SW128 boxes. One struct per cache format says where
-// a token's bytes are and how to turn its quarter into bf16.
+// "token quad" (quarter q = 0..3 loads bytes 16q..16q+15 of every 64-value group) and stored,
+// dequantized to bf16, into the stage's SW128 boxes (a box: 64 tokens x 64 columns, eight
+// 16-byte chunks of 8 columns per token). One struct per cache format says where a token's
+// bytes are and how to turn its quarter into bf16.
 //
-// With 16 columns per thread the 16-byte stores of 8 consecutive tokens hit 8 different
-// 16-byte bank groups of the swizzled box: conflict-free.
+// Which two chunks of a box a thread stores (QuarterSlot):
+//  - contiguous (bf16 rows; fp8 rows without the crossover): quarter q stores chunks 2q and
+//    2q + 1, the 16 columns it loaded;
+//  - paired (fp8 rows with the crossover): quarter q stores chunks 4(q/2) + q%2 and that + 2,
+//    so that in each store instruction the quad's lanes write chunk pairs {2k, 2k + 1}, i.e.
+//    whole 32-byte sectors of the token's row (the swizzle keeps a pair in one sector). With
+//    the crossover every store is also an st.async to the peer CTA, and distributed shared
+//    memory moves whole sectors: the contiguous mapping sent every sector half empty (ncu: 2x
+//    the DSMEM sectors of FlashMLA's kernel for the same bytes; pairing them: -8% time on the
+//    V3.2 h_q 128 rows). The fp8 bytes are still loaded 16 contiguous bytes a thread; one
+//    exchange between quarters q and q ^ 1 (pair_up) turns them into the paired chunks. RoPE
+//    chunks are bf16 already: loaded straight as paired.
+// Either way the 16-byte stores of a warp (8 tokens x 4 quarters) spread evenly over the 32
+// banks: conflict-free.
 #pragma once
 
 #include <cstdint>
@@ -57,15 +70,36 @@ __device__ __forceinline__ TokenLocation locate_token(const SparseTokenList& lis
   return loc;
 }
 
+// The two chunks (of 8 columns) of every box that quarter `quarter` of a token stores.
+struct QuarterChunks {
+  int lo, hi;
+};
+__device__ __forceinline__ QuarterChunks quarter_chunks(int quarter, bool paired) {
+  if (!paired) return {2 * quarter, 2 * quarter + 1};
+  const int lo = 4 * (quarter >> 1) + (quarter & 1);
+  return {lo, lo + 2};
+}
+
 // Where a thread's quarter of one token goes in every 64-column SW128 box of a stage: the
 // byte offsets, within a box, of its two 16-byte chunks. Fixed for the thread's whole life.
 struct QuarterSlot {
   uint32_t chunk_lo = 0, chunk_hi = 0;
   QuarterSlot() = default;
-  __device__ __forceinline__ QuarterSlot(int token, int quarter)
-      : chunk_lo(sw128_offset(token, 2 * quarter)),
-        chunk_hi(sw128_offset(token, 2 * quarter + 1)) {}
+  __device__ __forceinline__ QuarterSlot(int token, QuarterChunks chunks)
+      : chunk_lo(sw128_offset(token, chunks.lo)), chunk_hi(sw128_offset(token, chunks.hi)) {}
 };
+
+// pair_up for 16 fp8 values (chunks 2q, 2q + 1 of a 64-value group, as loaded): afterwards
+// they are chunks quarter_chunks(q, true). Quarters q and q ^ 1 sit 8 lanes apart; the even
+// one keeps its first chunk and takes its partner's first, the odd one keeps its second and
+// takes its partner's second. Every lane of the warp must call it (shuffles).
+__device__ __forceinline__ uint4 pair_up_fp8x16(const uint4& v, int quarter) {
+  const bool even = (quarter & 1) == 0;
+  const uint32_t send_x = even ? v.z : v.x, send_y = even ? v.w : v.y;
+  const uint32_t got_x = __shfl_xor_sync(0xffffffffu, send_x, 8);
+  const uint32_t got_y = __shfl_xor_sync(0xffffffffu, send_y, 8);
+  return even ? make_uint4(v.x, v.y, got_x, got_y) : make_uint4(got_x, got_y, v.z, v.w);
+}
 
 // Where a producer thread's 16-byte vectors of a tile go: this CTA's stage and, with the
 // crossover (two CTAs serving the two 64-head halves of one query token), the same place in
@@ -90,13 +124,15 @@ __device__ __forceinline__ void store_quarter(const Writer& writer, const Quarte
   writer.store(box * kBoxBytes + slot.chunk_hi, hi);
 }
 
-template <KVCacheFormat kFormat, int kHeadDimQK>
+// kPaired: store paired chunks (fp8 rows with the crossover, whose stores go to the peer too).
+template <KVCacheFormat kFormat, int kHeadDimQK, bool kPaired>
 struct TokenQuarter;
 
 // FP8 V3.2: 512 e4m3 NoPE values (8 boxes), 4 float32 scales (one per 128 values = 2 boxes),
 // 64 bf16 RoPE values (box 8).
-template <>
-struct TokenQuarter<KVCacheFormat::kFp8V32, kFp8V32HeadDim> {
+template <bool kPaired>
+struct TokenQuarter<KVCacheFormat::kFp8V32, kFp8V32HeadDim, kPaired> {
+  static constexpr bool kPairedChunks = kPaired;
   uint4 nope[8];
   uint4 rope[2];
   float4 scales;
@@ -114,9 +150,16 @@ struct TokenQuarter<KVCacheFormat::kFp8V32, kFp8V32HeadDim> {
                          __uint_as_float(raw_scales.z), __uint_as_float(raw_scales.w));
 #pragma unroll
     for (int i = 0; i < 8; ++i) nope[i] = load_gathered_16b(loc.row + i * 64 + quarter * 16);
+    const QuarterChunks rope_chunks = quarter_chunks(quarter, kPairedChunks);
+    rope[0] = load_gathered_16b(loc.row + kFp8V32RopeOffset + rope_chunks.lo * 16);
+    rope[1] = load_gathered_16b(loc.row + kFp8V32RopeOffset + rope_chunks.hi * 16);
+  }
+
+  // The loaded NoPE quarters into paired chunks (all lanes of the warp, before any branch).
+  __device__ __forceinline__ void pair_up(int quarter) {
+    if constexpr (kPaired) {
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      rope[i] = load_gathered_16b(loc.row + kFp8V32RopeOffset + quarter * 32 + i * 16);
+      for (int i = 0; i < 8; ++i) nope[i] = pair_up_fp8x16(nope[i], quarter);
     }
   }
 
@@ -147,8 +190,9 @@ struct TokenQuarter<KVCacheFormat::kFp8V32, kFp8V32HeadDim> {
 
 // FP8 MODEL1: 448 e4m3 NoPE values (7 boxes, one e8m0 scale each), 64 bf16 RoPE values
 // (box 7, which is also the last 64 columns of V).
-template <>
-struct TokenQuarter<KVCacheFormat::kFp8Model1, kFp8Model1HeadDim> {
+template <bool kPaired>
+struct TokenQuarter<KVCacheFormat::kFp8Model1, kFp8Model1HeadDim, kPaired> {
+  static constexpr bool kPairedChunks = kPaired;
   uint4 nope[7];
   uint4 rope[2];
   uint2 scales;  // 7 e8m0 bytes and a pad byte
@@ -166,9 +210,16 @@ struct TokenQuarter<KVCacheFormat::kFp8Model1, kFp8Model1HeadDim> {
                  : "l"(loc.scales));
 #pragma unroll
     for (int i = 0; i < 7; ++i) nope[i] = load_gathered_16b(loc.row + i * 64 + quarter * 16);
+    const QuarterChunks rope_chunks = quarter_chunks(quarter, kPairedChunks);
+    rope[0] = load_gathered_16b(loc.row + kFp8Model1RopeOffset + rope_chunks.lo * 16);
+    rope[1] = load_gathered_16b(loc.row + kFp8Model1RopeOffset + rope_chunks.hi * 16);
+  }
+
+  // The loaded NoPE quarters into paired chunks (all lanes of the warp, before any branch).
+  __device__ __forceinline__ void pair_up(int quarter) {
+    if constexpr (kPaired) {
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      rope[i] = load_gathered_16b(loc.row + kFp8Model1RopeOffset + quarter * 32 + i * 16);
+      for (int i = 0; i < 7; ++i) nope[i] = pair_up_fp8x16(nope[i], quarter);
     }
   }
 
@@ -207,8 +258,11 @@ struct TokenQuarter<KVCacheFormat::kFp8Model1, kFp8Model1HeadDim> {
 };
 
 // Plain bf16 rows: every box is a copy.
-template <int kHeadDimQK>
-struct TokenQuarter<KVCacheFormat::kBFloat16, kHeadDimQK> {
+template <int kHeadDimQK, bool kPaired>
+struct TokenQuarter<KVCacheFormat::kBFloat16, kHeadDimQK, kPaired> {
+  // No crossover for bf16 rows (no dequantization to share), so nothing goes to a peer.
+  static_assert(!kPaired);
+  static constexpr bool kPairedChunks = false;
   static constexpr int kBoxes = kHeadDimQK / 64;
   uint4 chunks[kBoxes][2];
 
@@ -222,6 +276,8 @@ struct TokenQuarter<KVCacheFormat::kBFloat16, kHeadDimQK> {
       }
     }
   }
+
+  __device__ __forceinline__ void pair_up(int) {}
 
   template <int kBoxBytes, class Writer>
   __device__ __forceinline__ void store(const Writer& stage, const QuarterSlot& slot) const {
