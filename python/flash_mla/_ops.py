@@ -19,16 +19,22 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+def _resolve_num_sms(device: torch.device, num_sms: int) -> int:
+    """num_sms if positive, else the SM count of `device` (1 off CUDA: the real operators
+    reject non-CUDA tensors, so any shape will do for a fake)."""
+    if num_sms > 0:
+        return num_sms
+    if device.type != "cuda":
+        return 1
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _sm_count(index)
+
+
 def decode_num_parts(
     batch: int, rows_per_kv_head: int, num_heads_kv: int, device: torch.device, num_sms: int = 0
 ) -> int:
     """Rows of the tile-scheduler metadata that ``get_decode_metadata`` returns for a shape."""
-    if num_sms <= 0:
-        if device.type != "cuda":
-            num_sms = 1  # The real operator rejects non-CUDA tensors; any shape will do here.
-        else:
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            num_sms = _sm_count(index)
+    num_sms = _resolve_num_sms(device, num_sms)
     return _C.decode_num_parts(int(batch), int(rows_per_kv_head), int(num_heads_kv), int(num_sms))
 
 

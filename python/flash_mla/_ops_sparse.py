@@ -20,14 +20,9 @@ def sparse_decode_num_parts(
 ) -> int:
     """Rows of the tile-scheduler metadata that ``get_sparse_decode_metadata`` returns: the C++
     flashmla::sparse_decode_num_parts, max(1, num_sms // (ceil(h_q / 64) * s_q))."""
-    if num_sms <= 0:
-        if device.type != "cuda":
-            num_sms = 1  # The real operator rejects non-CUDA tensors; any shape will do here.
-        else:
-            from flash_mla._ops import _sm_count  # _ops imports this module at its end
+    from flash_mla._ops import _resolve_num_sms  # _ops imports this module at its end
 
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            num_sms = _sm_count(index)
+    num_sms = _resolve_num_sms(device, num_sms)
     return _C.sparse_decode_num_parts(int(batch), int(seqlen_q), int(num_heads_q), int(num_sms))
 
 
