@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Prints a short table of benchmark JSON files (bench_dense_decode.py, bench_sparse_decode.py):
-one line per case with the time, TFLOP/s and the ratio to FlashMLA's anchor figure, and the
-geometric mean of the ratios per file. Usage: bench/summary.py RESULT.json [RESULT.json ...]"""
+"""Prints a short table of benchmark JSON files (bench_dense_decode.py, bench_sparse_decode.py,
+bench_sparse_prefill.py): one line per case with the time, TFLOP/s and the ratio to FlashMLA's
+anchor figure, and the geometric mean of the ratios per file.
+Usage: bench/summary.py RESULT.json [RESULT.json ...]"""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ import sys
 from pathlib import Path
 
 
+def _kind(data: dict, results: list) -> str:
+    """"prefill" (bench_sparse_prefill.py), "sparse" (sparse decode) or "dense" (dense decode)."""
+    if data.get("operation") == "sparse_prefill" or (results and "s_kv" in results[0]):
+        return "prefill"
+    return "sparse" if results and "topk" in results[0] else "dense"
+
+
 def _case(kind: str, r: dict) -> str:
+    if kind == "prefill":
+        return f"{r['layout']} h_q {r['h_q']} topk {r['topk']} s_kv {r['s_kv']}"
     if kind == "sparse":
         topk = f"{r['topk']}+{r['extra_topk']}" if r["extra_topk"] else str(r["topk"])
         return f"{r['layout']} h_q {r['h_q']} topk {topk} b {r['b']}"
@@ -26,7 +36,7 @@ def main(paths: list[str]) -> int:
         data = json.loads(Path(path).read_text())
         gpu = gpu or data.get("anchor_table")
         results = data.get("results", [])
-        kind = "sparse" if results and "topk" in results[0] else "dense"
+        kind = _kind(data, results)
         ratios = []
         for r in results:
             # Sparse: the time ratio is the like-for-like figure (see bench_sparse_decode.py).
@@ -35,7 +45,7 @@ def main(paths: list[str]) -> int:
                 ratios.append(ratio)
             metric = (
                 f"{r['tflops']:.1f} TF"
-                if kind == "sparse" or r.get("metric") == "TFLOP/s"
+                if kind in ("sparse", "prefill") or r.get("metric") == "TFLOP/s"
                 else f"{r['gbps']:.0f} GB/s"
             )
             rows.append((kind, _case(kind, r), r["time_us"], metric, ratio))
@@ -46,10 +56,10 @@ def main(paths: list[str]) -> int:
         return 0
     print(f"\nSummary (ours vs FlashMLA on {gpu}; ratio > 1 = faster than FlashMLA)")
     width = max(len(case) for _, case, *_ in rows)
-    print(f"{'bench':<6}  {'case':<{width}}  {'time us':>9}  {'rate':>10}  {'ratio':>6}")
+    print(f"{'bench':<7}  {'case':<{width}}  {'time us':>9}  {'rate':>10}  {'ratio':>6}")
     for kind, case, t, metric, ratio in rows:
         shown = f"{ratio:.3f}" if ratio else "-"
-        print(f"{kind:<6}  {case:<{width}}  {t:>9.1f}  {metric:>10}  {shown:>6}")
+        print(f"{kind:<7}  {case:<{width}}  {t:>9.1f}  {metric:>10}  {shown:>6}")
     for kind, mean, count in means:
         print(f"{kind}: geometric mean ratio {mean:.3f} over {count} cases")
     return 0

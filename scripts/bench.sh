@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Runs the decode benchmarks, dense (bench/bench_dense_decode.py) then sparse
-# (bench/bench_sparse_decode.py), and prints a short summary table of both last. Installs
-# flash_mla first if it does not import (or always with --install).
-#   --only dense|sparse   run one of the two
-#   --json PATH           dense results to PATH, sparse results to PATH less .json plus
-#                         _sparse.json (default: bench/results/{dense,sparse}_decode_<device>.json)
-# Other arguments go to both benchmarks (--s-k, --h-q, --warmup, --reps, --check, --no-check;
-# the sparse one runs only its rows matching --s-k / --h-q), e.g.
+# Runs the benchmarks, dense decode (bench/bench_dense_decode.py), sparse decode
+# (bench/bench_sparse_decode.py) and sparse prefill (bench/bench_sparse_prefill.py), and prints a
+# short summary table of all of them last. Installs flash_mla first if it does not import (or
+# always with --install).
+#   --only dense|sparse|prefill   run one of the three (sparse = sparse decode)
+#   --json PATH           dense results to PATH, sparse decode results to PATH less .json plus
+#                         _sparse.json, sparse prefill results to PATH less .json plus
+#                         _sparse_prefill.json (default: bench/results/{dense_decode,
+#                         sparse_decode,sparse_prefill}_<device>.json)
+# Other arguments go to every benchmark (--s-k, --h-q, --warmup, --reps, --check, --no-check;
+# the sparse ones run only their rows matching --s-k / --h-q, the prefill one reading --s-k as
+# s_kv), e.g.
 #   scripts/bench.sh --s-k 4096 8192 --h-q 128 --json /tmp/bench.json
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,8 +32,8 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-if [[ -n "$only" && "$only" != dense && "$only" != sparse ]]; then
-  echo "bench.sh: --only takes dense or sparse, got '$only'" >&2
+if [[ -n "$only" && "$only" != dense && "$only" != sparse && "$only" != prefill ]]; then
+  echo "bench.sh: --only takes dense, sparse or prefill, got '$only'" >&2
   exit 2
 fi
 
@@ -46,11 +50,13 @@ fi
 if [[ -n "$json" ]]; then
   dense_json="$json"
   sparse_json="${json%.json}_sparse.json"
+  prefill_json="${json%.json}_sparse_prefill.json"
 else
   device="$(cd /tmp && "$python" -c 'import re, torch
 print(re.sub(r"[^A-Za-z0-9]+", "_", torch.cuda.get_device_name()).strip("_"))')"
   dense_json="bench/results/dense_decode_${device}.json"
   sparse_json="bench/results/sparse_decode_${device}.json"
+  prefill_json="bench/results/sparse_prefill_${device}.json"
 fi
 
 status=0
@@ -67,8 +73,13 @@ run_bench() {  # run_bench SCRIPT JSON: runs one benchmark; a failure is reporte
     status=$rc
   fi
 }
-if [[ "$only" != sparse ]]; then run_bench bench/bench_dense_decode.py "$dense_json"; fi
-if [[ "$only" != dense ]]; then run_bench bench/bench_sparse_decode.py "$sparse_json"; fi
+if [[ -z "$only" || "$only" == dense ]]; then run_bench bench/bench_dense_decode.py "$dense_json"; fi
+if [[ -z "$only" || "$only" == sparse ]]; then
+  run_bench bench/bench_sparse_decode.py "$sparse_json"
+fi
+if [[ -z "$only" || "$only" == prefill ]]; then
+  run_bench bench/bench_sparse_prefill.py "$prefill_json"
+fi
 
 if ((${#written[@]})); then
   "$python" bench/summary.py "${written[@]}"

@@ -1,4 +1,8 @@
 // Schemas and registration of the torch.ops.flash_mla operators, and the flash_mla._C module.
+// This file defines the library and the dense decode operators; the other operators register
+// their schemas in TORCH_LIBRARY_FRAGMENTs at the end of their own files (sparse_decode_op.cpp,
+// sparse_prefill_op.cpp, kv_cache_ops.cpp), each naming the Python module of its fake
+// implementations.
 #include <torch/extension.h>
 #include <torch/library.h>
 

@@ -1,5 +1,6 @@
 // The PyTorch operators of the flash_mla library (namespace torch.ops.flash_mla). Schemas and
-// registration live in ops.cpp; fake (meta) implementations in python/flash_mla/_ops.py.
+// registration live in ops.cpp (dense decode) and in the fragment at the end of each other
+// operator's file; fake (meta) implementations in python/flash_mla/_ops*.py.
 #pragma once
 
 #include <cstdint>
@@ -57,5 +58,18 @@ std::tuple<at::Tensor, at::Tensor> sparse_decode_fwd(
     const std::optional<at::Tensor>& extra_k_cache, const std::optional<at::Tensor>& extra_indices,
     const std::optional<at::Tensor>& extra_topk_length, int64_t head_dim_v, double softmax_scale,
     bool is_fp8_kvcache);
+
+// flash_mla::sparse_prefill_fwd: sparse MLA prefill (spec section 3, flashmla/sparse_prefill.h).
+//   q [s_q, h_q, d_qk] bfloat16 (d_qk 576 or 512, h_q 1..128), kv [s_kv, 1, d_qk] bfloat16,
+//   indices [s_q, 1, topk] int32 (all with the last dimension contiguous), d_v 512,
+//   attn_sink [h_q] float32 and topk_length [s_q] int32 optional (contiguous); all on one CUDA
+//   device. Entries < 0, >= s_kv or at positions >= topk_length[s] are skipped.
+// Returns out [s_q, h_q, d_v] bfloat16, max_logits [s_q, h_q] float32 (-inf where no entry is
+// valid) and lse [s_q, h_q] float32 (+inf where no entry is valid), all contiguous. s_q = 0
+// returns empty tensors without launching anything.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_prefill_fwd(
+    const at::Tensor& q, const at::Tensor& kv, const at::Tensor& indices, double sm_scale,
+    int64_t d_v, const std::optional<at::Tensor>& attn_sink,
+    const std::optional<at::Tensor>& topk_length);
 
 }  // namespace flashmla::torch_binding

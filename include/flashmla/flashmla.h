@@ -7,3 +7,4 @@
 #include "flashmla/kv_cache_format.h"
 #include "flashmla/kv_cache_tools.h"
 #include "flashmla/sparse_decode.h"
+#include "flashmla/sparse_prefill.h"

@@ -1,10 +1,11 @@
-"""FlashMLA-compatible MLA decoding kernels for Hopper GPUs.
+"""FlashMLA-compatible MLA kernels for Hopper GPUs.
 
 ``import flash_mla`` offers the same names, arguments, defaults and return shapes as DeepSeek's
 FlashMLA, so code written for it (vLLM, SGLang, FlashMLA's own tests) runs unchanged. Dense
-decoding over a BF16/FP16 paged KV cache and sparse (top-k) decoding over FP8 (V3.2, MODEL1) or
-BF16 caches are implemented, with the FP8 cache tools of ``flash_mla.kv_cache``; the sparse
-prefill and dense MHA prefill entry points exist but raise NotImplementedError for now.
+decoding over a BF16/FP16 paged KV cache, sparse (top-k) decoding over FP8 (V3.2, MODEL1) or
+BF16 caches and sparse (top-k) prefill over a BF16 latent KV sequence (flash_mla_sparse_fwd) are
+implemented, with the FP8 cache tools of ``flash_mla.kv_cache``; the dense MHA prefill entry
+points exist but raise NotImplementedError for now.
 """
 
 __version__ = "0.1.0"

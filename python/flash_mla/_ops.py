@@ -77,3 +77,4 @@ def _dense_decode_fwd_fake(
 # here registers them whenever the library asks for flash_mla._ops.
 from flash_mla import _ops_kv_cache  # noqa: E402,F401
 from flash_mla import _ops_sparse  # noqa: E402,F401
+from flash_mla import _ops_sparse_prefill  # noqa: E402,F401

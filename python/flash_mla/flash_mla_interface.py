@@ -476,13 +476,42 @@ def flash_mla_sparse_fwd(
     q: torch.Tensor,
     kv: torch.Tensor,
     indices: torch.Tensor,
-    sm_scale: float,
+    sm_scale: Optional[float],
     d_v: int = 512,
     attn_sink: Optional[torch.Tensor] = None,
     topk_length: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sparse attention prefill: returns (out, max_logits, lse). Not implemented yet."""
-    _not_implemented("flash_mla_sparse_fwd (sparse prefill)")
+    """Sparse attention prefill (DeepSeek V3.2 DSA / MODEL1): every query token attends to its
+    own top-k tokens of one latent KV sequence, named by index.
+
+    Arguments:
+        q: (s_q, h_q, d_qk), bfloat16, last dim contiguous; d_qk 576 (V3.2) or 512 (MODEL1),
+            h_q 1 .. 128.
+        kv: (s_kv, h_kv, d_qk), bfloat16, last dim contiguous, h_kv 1; K and V share storage (V is
+            the first d_v columns of each row).
+        indices: (s_q, h_kv, topk), torch.int32, last dim contiguous. Entries < 0 (e.g. -1) or
+            >= s_kv are skipped and their rows are never read; a token listed twice counts twice.
+            No batch dimension: concatenate sequences and offset the indices.
+        sm_scale: scale of q . k before the softmax (None: d_qk ** -0.5).
+        d_v: the value width; 512 only.
+        attn_sink: (h_q), torch.float32, optional: out is scaled by
+            exp(lse) / (exp(lse) + exp(attn_sink[h])); lse and max_logits are unchanged. +inf
+            gives out = 0, -inf changes nothing.
+        topk_length: (s_q), torch.int32, optional: query token i only uses
+            indices[i, :, :topk_length[i]] (later entries are skipped and never read).
+
+    Returns:
+        out: (s_q, h_q, d_v), bfloat16.
+        max_logits: (s_q, h_q), torch.float32, the largest scaled logit (-inf where no entry is
+            valid).
+        lse: (s_q, h_q), torch.float32, natural-log log-sum-exp of the scaled logits (+inf, and
+            out 0, where no entry is valid).
+    """
+    if sm_scale is None:
+        sm_scale = q.shape[-1] ** (-0.5)
+    return torch.ops.flash_mla.sparse_prefill_fwd(
+        q, kv, indices, float(sm_scale), int(d_v), attn_sink, topk_length
+    )
 
 
 def flash_attn_varlen_func(

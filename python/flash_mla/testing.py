@@ -4,7 +4,9 @@ Used by tests/python and bench/. The references compute in float64 (inputs upcas
 gathers each sequence's pages through its block table and never reads rows past cache_seqlens, so
 NaN in unused rows and garbage in unused block-table entries do not reach it; the sparse one
 (reference_sparse_decode) gathers only the rows that counted index entries name, so NaN in every
-other row (make_sparse_decode_inputs puts it there) does not reach it either.
+other row (make_sparse_decode_inputs puts it there) does not reach it either; so does the sparse
+prefill one (reference_sparse_prefill), which works through the query tokens in chunks so that
+s_q in the tens of thousands fits, and check_sparse_prefill checks chunk by chunk likewise.
 """
 
 from __future__ import annotations
@@ -53,6 +55,26 @@ def check_close(
     `bound` (shape of `expected`), if given, is a per-element error bound that also lets an
     element pass; returns how many elements passed only by it.
     """
+    by_bound_only, dot, squares = check_close_elements(
+        actual, expected, tol, name=name, max_report=max_report, bound=bound
+    )
+    check_cosine(dot, squares, tol, name=name)
+    return by_bound_only
+
+
+def check_close_elements(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    tol: Tolerance,
+    *,
+    name: str = "out",
+    max_report: int = 5,
+    bound: Optional[torch.Tensor] = None,
+) -> tuple[int, float, float]:
+    """The element-wise part of check_close (inf/NaN positions, |err| < abs_tol or |err|/|ref| <
+    rel_tol or |err| <= bound); returns (elements that passed only by `bound`, sum(a * r),
+    sum(a^2 + r^2)) over the finite elements, so that a caller checking a tensor in pieces can
+    add the sums up and call check_cosine once."""
     if tuple(actual.shape) != tuple(expected.shape):
         raise AssertionError(
             f"{name}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)}"
@@ -93,14 +115,19 @@ def check_close(
             f"{name}: {int(failed.sum())} of {a.numel()} elements exceed |err| < {tol.abs_tol:g} "
             f"or |err|/|ref| < {tol.rel_tol:g} (max |err| {err.max().item():.3g}); first: {details}"
         )
-    if tol.cos_tol is not None:
-        denominator = (a * a + e * e).sum().item()
-        cos_diff = 0.0 if denominator == 0 else 1.0 - 2.0 * (a * e).sum().item() / denominator
-        if cos_diff >= tol.cos_tol:
-            raise AssertionError(
-                f"{name}: 1 - cosine similarity = {cos_diff:.3g} >= {tol.cos_tol:g}"
-            )
-    return by_bound_only
+    if tol.cos_tol is None:
+        return by_bound_only, 0.0, 0.0
+    return by_bound_only, (a * e).sum().item(), (a * a + e * e).sum().item()
+
+
+def check_cosine(dot: float, squares: float, tol: Tolerance, *, name: str = "out") -> None:
+    """1 - cos_sim < tol.cos_tol (when set), cos_sim = 2 sum(a r) / sum(a^2 + r^2) from the sums
+    check_close_elements returns (added up over the pieces of a tensor)."""
+    if tol.cos_tol is None:
+        return
+    cos_diff = 0.0 if squares == 0 else 1.0 - 2.0 * dot / squares
+    if cos_diff >= tol.cos_tol:
+        raise AssertionError(f"{name}: 1 - cosine similarity = {cos_diff:.3g} >= {tol.cos_tol:g}")
 
 
 # Unit roundoff of the dtype P is rounded to before the P V tensor-core product.
@@ -109,8 +136,13 @@ UNIT_ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
 LSE_ROUNDING = 2.0**-21
 # Totals over a test session of elements that passed only by the rounding bounds (printed by
 # tests/python/conftest.py, so the numbers are seen, not hidden).
-ROUNDING_BOUND_STATS = {"checks": 0, "out_elements": 0, "out_within_rounding_bound_only": 0,
-                        "lse_within_rounding_bound_only": 0}
+ROUNDING_BOUND_STATS = {
+    "checks": 0,
+    "out_elements": 0,
+    "out_within_rounding_bound_only": 0,
+    "lse_within_rounding_bound_only": 0,
+    "max_logits_within_rounding_bound_only": 0,
+}
 
 
 def check_decode(
@@ -808,12 +840,20 @@ def make_attn_sink(
     h_q: int, mode: str, typical_lse: float, *, device="cuda", seed: int = 0
 ) -> Optional[torch.Tensor]:
     """attn_sink for a case: mode "none" (None), "finite" (around typical_lse, where the sink
-    factor matters), "mixed" (finite, +inf and -inf heads), "+inf" or "-inf" (every head)."""
+    factor matters), "mixed" (finite, +inf and -inf heads), "+inf" or "-inf" (every head),
+    "flashmla" (as FlashMLA's tests draw it: N(0, 1), with -inf where a second N(0, 1) draw is
+    below -0.5 and +inf where it is above 0.5; typical_lse is not used)."""
     if mode == "none":
         return None
     if mode in ("+inf", "-inf"):
         return torch.full((h_q,), float(mode), dtype=torch.float32, device=device)
     gen = torch.Generator().manual_seed(seed)
+    if mode == "flashmla":
+        sink = torch.randn(h_q, generator=gen, dtype=torch.float32)
+        mask = torch.randn(h_q, generator=gen, dtype=torch.float32)
+        sink[mask < -0.5] = -math.inf
+        sink[mask > 0.5] = math.inf
+        return sink.to(device)
     sink = typical_lse + 2.0 * torch.randn(h_q, generator=gen, dtype=torch.float32)
     if mode == "mixed":
         kind = torch.randint(0, 4, (h_q,), generator=gen)
@@ -985,3 +1025,536 @@ def sparse_counted_entries(cache: SparseCache) -> int:
 def sparse_retrieved_tokens(cache: SparseCache) -> int:
     """How many distinct cache rows the counted entries name (each is read once at best)."""
     return int(_counted_rows(cache).sum())
+
+
+# ---- Sparse prefill (spec section 3) -----------------------------------------------------------
+
+# FlashMLA's tolerances for its sparse prefill test; max_logits has the same as lse.
+SPARSE_PREFILL_OUT_TOL = Tolerance(abs_tol=8e-4, rel_tol=3.01 / 128, cos_tol=7e-6)
+SPARSE_PREFILL_LSE_TOL = Tolerance(abs_tol=1e-6, rel_tol=2.01 / 65536)
+
+
+@dataclasses.dataclass
+class SparsePrefillInputs:
+    """One sparse prefill call (see make_sparse_prefill_inputs)."""
+
+    q: torch.Tensor  # [s_q, h_q, d_qk] bfloat16 (maybe a strided view)
+    kv: torch.Tensor  # [s_kv, 1, d_qk] bfloat16, a view into kv_storage
+    indices: torch.Tensor  # [s_q, 1, topk] int32 (maybe a strided view)
+    sm_scale: float
+    attn_sink: Optional[torch.Tensor]  # [h_q] float32
+    topk_length: Optional[torch.Tensor]  # [s_q] int32
+    # The allocation kv views: one NaN token row before and after it (an index of -1 or s_kv
+    # that the kernel failed to skip reads NaN), and NaN in the gaps of a strided layout.
+    kv_storage: torch.Tensor
+    d_v: int = 512
+    value_scale: float = 1.0
+    value_offset: float = 0.0
+    value_clamp: Optional[float] = None
+    poison_unused: bool = True
+
+    @property
+    def s_q(self) -> int:
+        return self.q.shape[0]
+
+    @property
+    def h_q(self) -> int:
+        return self.q.shape[1]
+
+    @property
+    def d_qk(self) -> int:
+        return self.q.shape[2]
+
+    @property
+    def s_kv(self) -> int:
+        return self.kv.shape[0]
+
+    @property
+    def topk(self) -> int:
+        return self.indices.shape[-1]
+
+    def args(self) -> tuple:
+        """The positional arguments of flash_mla_sparse_fwd: (q, kv, indices, sm_scale)."""
+        return self.q, self.kv, self.indices, self.sm_scale
+
+    def kwargs(self) -> dict:
+        """The keyword arguments of flash_mla_sparse_fwd: d_v, attn_sink, topk_length."""
+        return dict(d_v=self.d_v, attn_sink=self.attn_sink, topk_length=self.topk_length)
+
+
+def _prefill_invalid_fillers(s_kv: int) -> list[int]:
+    """Invalid index values: mostly -1, and out-of-range ones in both directions."""
+    return [-1, -1, -1, -1, -2, s_kv, s_kv + 12345, 2**31 - 1, -(2**31)]
+
+
+def _draw_prefill_indices(
+    s_q: int,
+    s_kv: int,
+    topk: int,
+    gen: torch.Generator,
+    device: torch.device,
+    *,
+    invalid_fraction: float,
+    all_invalid_fraction: float,
+    duplicates: bool,
+    max_chunk_elements: int = 1 << 26,
+) -> torch.Tensor:
+    """[s_q, topk] int32. Each query token names min(topk, s_kv) distinct random tokens of
+    [0, s_kv) in random order, the rest of its row invalid (as FlashMLA's _randperm_batch does);
+    with `duplicates`, topk tokens drawn with replacement instead. Then `invalid_fraction` of the
+    entries and every entry of `all_invalid_fraction` of the rows become invalid (-1 mostly,
+    else < 0 or >= s_kv)."""
+    fillers = torch.tensor(_prefill_invalid_fillers(s_kv), dtype=torch.long, device=device)
+
+    def random_fillers(shape) -> torch.Tensor:
+        return fillers[torch.randint(0, len(fillers), shape, generator=gen, device=device)]
+
+    out = torch.empty(s_q, topk, dtype=torch.int32, device=device)
+    picks = min(topk, s_kv)
+    step = max(1, max_chunk_elements // max(s_kv, topk, 1))
+    for r0 in range(0, s_q, step):
+        r1 = min(r0 + step, s_q)
+        m = r1 - r0
+        if duplicates:
+            idx = torch.randint(0, s_kv, (m, topk), generator=gen, device=device)
+        else:
+            keys = torch.rand(m, s_kv, generator=gen, device=device)
+            idx = keys.topk(picks, dim=1, sorted=False).indices
+            del keys
+            if picks < topk:
+                idx = torch.cat([idx, random_fillers((m, topk - picks))], dim=1)
+        if invalid_fraction > 0:
+            replace = torch.rand(m, topk, generator=gen, device=device) < invalid_fraction
+            idx = torch.where(replace, random_fillers((m, topk)), idx)
+        if all_invalid_fraction > 0:
+            empty = torch.rand(m, generator=gen, device=device) < all_invalid_fraction
+            idx = torch.where(empty[:, None], random_fillers((m, topk)), idx)
+        order = torch.rand(m, topk, generator=gen, device=device).argsort(dim=1)
+        out[r0:r1] = idx.gather(1, order).to(torch.int32)
+    return out
+
+
+def _draw_topk_length(s_q: int, topk: int, gen: torch.Generator) -> torch.Tensor:
+    """[s_q] int32 on the CPU: mostly uniform in [0, topk], some 0, topk, topk - 1, past topk
+    (no effect) and negative (no entry counts)."""
+    lengths = torch.randint(0, topk + 1, (s_q,), generator=gen)
+    special = torch.tensor([0, topk, max(topk - 1, 0), topk + 5, -1], dtype=torch.long)
+    pick = torch.rand(s_q, generator=gen) < 0.2
+    chosen = special[torch.randint(0, len(special), (s_q,), generator=gen)]
+    return torch.where(pick, chosen, lengths).to(torch.int32)
+
+
+def sparse_prefill_counted(
+    indices: torch.Tensor, s_kv: int, topk_length: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """[s_q, topk] bool: the entries of indices [s_q, 1, topk] (or [s_q, topk]) that count:
+    0 <= index < s_kv at a position below topk_length (when given)."""
+    idx = indices.reshape(indices.shape[0], indices.shape[-1]).long()
+    counted = (idx >= 0) & (idx < s_kv)
+    if topk_length is not None:
+        positions = torch.arange(idx.shape[1], device=idx.device)
+        counted &= positions[None, :] < topk_length.to(idx.device).long()[:, None]
+    return counted
+
+
+def _fill_prefill_values_(inputs: SparsePrefillInputs, gen: torch.Generator) -> None:
+    for t in (inputs.q, inputs.kv):
+        t.normal_(inputs.value_offset, inputs.value_scale, generator=gen)
+        if inputs.value_clamp is not None:
+            t.clamp_(-inputs.value_clamp, inputs.value_clamp)
+
+
+def _poison_prefill_unused_(inputs: SparsePrefillInputs) -> None:
+    """NaN in every kv row that no counted entry names."""
+    counted = sparse_prefill_counted(inputs.indices, inputs.s_kv, inputs.topk_length)
+    idx = inputs.indices.reshape(inputs.s_q, inputs.topk).long()
+    used = torch.zeros(inputs.s_kv, dtype=torch.bool, device=idx.device)
+    used[idx[counted]] = True
+    inputs.kv[~used.to(inputs.kv.device)] = math.nan
+
+
+def make_sparse_prefill_inputs(
+    s_q: int,
+    s_kv: int,
+    topk: int,
+    *,
+    h_q: int,
+    d_qk: int,
+    d_v: int = 512,
+    sm_scale: Optional[float] = None,
+    invalid_fraction: float = 0.0,
+    all_invalid_fraction: float = 0.0,
+    duplicates: bool = False,
+    topk_length=None,
+    sink: str = "none",
+    poison_unused: bool = True,
+    strided: bool = False,
+    value_scale: float = 1.0,
+    value_offset: float = 0.0,
+    value_clamp: Optional[float] = None,
+    device: torch.device | str = "cuda",
+    seed: int = 0,
+) -> SparsePrefillInputs:
+    """Builds a sparse prefill call.
+
+    q [s_q, h_q, d_qk] and kv [s_kv, 1, d_qk] bfloat16 hold N(value_offset, value_scale^2)
+    values (clamped to +-value_clamp if given); sm_scale defaults to d_qk ** -0.5. indices
+    [s_q, 1, topk] int32 come from _draw_prefill_indices (distinct random tokens per query token,
+    padded with invalid entries where s_kv < topk, plus the requested invalid entries and rows).
+    topk_length: None (no tensor), "random" (see _draw_topk_length) or s_q values. sink: a mode
+    of make_attn_sink. With poison_unused, every kv row that no counted entry names is NaN
+    (kv always has a NaN row just before and just after it in its storage). With strided, q, kv
+    and indices are views into larger buffers as FlashMLA's tests make them (every dimension one
+    longer, the last 128 longer), the gaps NaN (indices: 0).
+    """
+    device = torch.device(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    cpu_gen = torch.Generator().manual_seed(seed + 1)
+    nan = math.nan
+    if strided:
+        q_buf = torch.full((s_q + 1, h_q + 1, d_qk + 128), nan, dtype=torch.bfloat16, device=device)
+        q = q_buf[:s_q, :h_q, :d_qk]
+        kv_storage = torch.full((s_kv + 2, 2, d_qk + 128), nan, dtype=torch.bfloat16, device=device)
+        kv = kv_storage[1 : s_kv + 1, :1, :d_qk]
+        idx_buf = torch.zeros((s_q + 1, 2, topk + 128), dtype=torch.int32, device=device)
+        indices = idx_buf[:s_q, :1, :topk]
+    else:
+        q = torch.empty((s_q, h_q, d_qk), dtype=torch.bfloat16, device=device)
+        kv_storage = torch.full((s_kv + 2, 1, d_qk), nan, dtype=torch.bfloat16, device=device)
+        kv = kv_storage[1 : s_kv + 1]
+        indices = torch.empty((s_q, 1, topk), dtype=torch.int32, device=device)
+    indices[:, 0] = _draw_prefill_indices(
+        s_q,
+        s_kv,
+        topk,
+        gen,
+        device,
+        invalid_fraction=invalid_fraction,
+        all_invalid_fraction=all_invalid_fraction,
+        duplicates=duplicates,
+    )
+    lengths = None
+    if isinstance(topk_length, str):
+        if topk_length != "random":
+            raise ValueError(f"topk_length must be None, 'random' or values, got {topk_length!r}")
+        lengths = _draw_topk_length(s_q, topk, cpu_gen).to(device)
+    elif topk_length is not None:
+        lengths = torch.tensor(list(topk_length), dtype=torch.int32, device=device)
+        if lengths.shape != (s_q,):
+            raise ValueError(f"topk_length has {lengths.numel()} values for s_q {s_q}")
+    scale = d_qk ** (-0.5) if sm_scale is None else float(sm_scale)
+    # Logits are about N(0, scale^2 * d_qk * value_scale^4): a sink near the typical lse matters.
+    typical_lse = math.log(max(min(topk, s_kv), 1)) + 0.5 * scale**2 * d_qk * value_scale**4
+    inputs = SparsePrefillInputs(
+        q=q,
+        kv=kv,
+        indices=indices,
+        sm_scale=scale,
+        attn_sink=make_attn_sink(h_q, sink, typical_lse, device=device, seed=seed + 2),
+        topk_length=lengths,
+        kv_storage=kv_storage,
+        d_v=d_v,
+        value_scale=value_scale,
+        value_offset=value_offset,
+        value_clamp=value_clamp,
+        poison_unused=poison_unused,
+    )
+    _fill_prefill_values_(inputs, gen)
+    if poison_unused:
+        _poison_prefill_unused_(inputs)
+    return inputs
+
+
+def refill_sparse_prefill_(
+    inputs: SparsePrefillInputs, *, seed: int = 1, topk_length: Optional[Sequence[int]] = None
+) -> None:
+    """Writes new random values into q and kv in place (same storage and indices, as a CUDA
+    graph needs), optionally new values into the existing topk_length tensor; kv rows no
+    counted entry names become NaN again."""
+    if topk_length is not None:
+        if inputs.topk_length is None:
+            raise ValueError("new topk_length values for inputs built without a topk_length")
+        inputs.topk_length.copy_(torch.tensor(list(topk_length), dtype=torch.int32))
+    _fill_prefill_values_(inputs, torch.Generator(device=inputs.q.device).manual_seed(seed))
+    if inputs.poison_unused:
+        _poison_prefill_unused_(inputs)
+
+
+def _prefill_reference_chunks(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    indices: torch.Tensor,
+    sm_scale: Optional[float],
+    d_v: int,
+    attn_sink: Optional[torch.Tensor],
+    topk_length: Optional[torch.Tensor],
+    rows: Optional[torch.Tensor],
+    compute_dtype: torch.dtype,
+    error_scales: bool,
+    max_chunk_bytes: int,
+):
+    """Yields (row ids [m] long, {out, max_logits, lse[, out_abs, logit_scale]}) in
+    compute_dtype for consecutive chunks of the query tokens `rows` (all by default), sized so
+    that one chunk's temporaries stay near max_chunk_bytes. Only the kv rows of counted entries
+    are read; each row's counted entries are moved to its front first, so a chunk gathers only
+    as many columns as its fullest row counts."""
+    s_q, h_q, d_qk = q.shape
+    s_kv = kv.shape[0]
+    device = q.device
+    scale = d_qk ** (-0.5) if sm_scale is None else float(sm_scale)
+    kv2d = kv.reshape(s_kv, kv.shape[-1]) if kv.dim() == 3 else kv
+    row_ids = (
+        torch.arange(s_q, device=device)
+        if rows is None
+        else torch.as_tensor(rows, dtype=torch.long).to(device).reshape(-1)
+    )
+    n = row_ids.numel()
+    if n == 0:
+        return
+    idx_all = indices.reshape(s_q, indices.shape[-1])
+    lengths = None if topk_length is None else topk_length.to(device)
+    sink = None if attn_sink is None else attn_sink.to(device=device, dtype=compute_dtype)
+    counted_all = sparse_prefill_counted(
+        idx_all.to(device)[row_ids], s_kv, None if lengths is None else lengths[row_ids]
+    )
+    cols_max = max(int(counted_all.sum(dim=1).max()), 1)
+    del counted_all
+    itemsize = torch.empty((), dtype=compute_dtype).element_size()
+    per_row = itemsize * (cols_max * (d_qk + 5 * h_q) + 6 * h_q * d_v)
+    step = max(1, max_chunk_bytes // per_row)
+    for start in range(0, n, step):
+        r = row_ids[start : start + step]
+        m = r.numel()
+        idx = idx_all.to(device)[r].long()
+        counted = sparse_prefill_counted(idx, s_kv, None if lengths is None else lengths[r])
+        cols = max(int(counted.sum(dim=1).max()), 1)
+        order = torch.argsort((~counted).to(torch.uint8), dim=1, stable=True)[:, :cols]
+        idx, counted = idx.gather(1, order), counted.gather(1, order)
+        kvg = torch.zeros(m, cols, d_qk, dtype=compute_dtype, device=device)
+        where = counted.nonzero(as_tuple=True)
+        kvg[where] = kv2d[idx[where].to(kv2d.device)].to(device=device, dtype=compute_dtype)
+        not_counted = ~counted[:, None, :]  # [m, 1, cols]
+        qc = q[r.to(q.device)].to(device=device, dtype=compute_dtype)  # [m, h_q, d_qk]
+        logits = torch.bmm(qc, kvg.transpose(1, 2)).mul_(scale).masked_fill_(not_counted, -math.inf)
+        max_logits = logits.amax(dim=-1)  # -inf without a counted entry
+        row_lse = torch.logsumexp(logits, dim=-1)  # -inf without a counted entry
+        attends = row_lse.isfinite()
+        weights = torch.exp(logits - torch.where(attends, row_lse, 0.0).unsqueeze(-1))
+        if sink is not None:
+            # exp(lse) / (exp(lse) + exp(sink)) = sigmoid(lse - sink): 0 for +inf, 1 for -inf.
+            factor = torch.where(attends, torch.sigmoid(row_lse - sink[None, :]), 0.0)
+            weights.mul_(factor.unsqueeze(-1))
+        values = kvg[..., :d_v]
+        result = {
+            "out": torch.bmm(weights, values),
+            "max_logits": max_logits,
+            "lse": torch.where(attends, row_lse, math.inf),
+        }
+        if error_scales:
+            result["out_abs"] = torch.bmm(weights, values.abs())
+            del weights
+            # Largest |logit| plus the largest sum_i |q_i k_i| * scale (the magnitude whose
+            # float32 rounding a logit inherits), over the counted entries; 0 without one.
+            magnitude = torch.bmm(qc.abs(), kvg.abs().transpose(1, 2)).mul_(abs(scale))
+            magnitude.masked_fill_(not_counted, 0.0)
+            result["logit_scale"] = magnitude.amax(dim=-1) + logits.masked_fill_(
+                not_counted, 0.0
+            ).abs().amax(dim=-1)
+        yield r, result
+
+
+@torch.no_grad()
+def reference_sparse_prefill(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    indices: torch.Tensor,
+    sm_scale: Optional[float] = None,
+    d_v: int = 512,
+    attn_sink: Optional[torch.Tensor] = None,
+    topk_length: Optional[torch.Tensor] = None,
+    *,
+    rows: Optional[Sequence[int] | torch.Tensor] = None,
+    compute_dtype: torch.dtype = torch.float64,
+    return_error_scales: bool = False,
+    max_chunk_bytes: int = 512 << 20,
+):
+    """Sparse MLA prefill in plain PyTorch (spec section 3, flashmla/sparse_prefill.h).
+
+    q [s_q, h_q, d_qk], kv [s_kv, 1, d_qk] (or [s_kv, d_qk]), indices [s_q, 1, topk] (or
+    [s_q, topk]). Entry j of query token s counts when 0 <= indices[s, j] < s_kv and
+    j < topk_length[s] (when given; a negative length counts nothing); a token listed twice
+    counts twice. Only the kv rows of counted entries are read, so NaN anywhere else never
+    reaches the result. Computes in compute_dtype, in chunks of query tokens.
+
+    Returns, for the query tokens `rows` (all by default; n of them), out [n, h_q, d_v],
+    max_logits [n, h_q] and lse [n, h_q], all float32: max_logits is the largest scaled logit
+    (-inf without a counted entry), lse the natural log-sum-exp (+inf without a counted entry,
+    and out = 0 there); with attn_sink, out is scaled by exp(lse) / (exp(lse) + exp(sink[h]))
+    and lse / max_logits are not. With return_error_scales, also out_abs = sum_t w_t |v_t| (w_t
+    the weight out gives v_t, the sink factor included; layout of out) and logit_scale [n, h_q]
+    (see _prefill_reference_chunks): the scales of the rounding the kernel cannot avoid (see
+    check_sparse_prefill).
+    """
+    s_q, h_q, _ = q.shape
+    device = q.device
+    n = s_q if rows is None else len(rows)
+    out = torch.zeros(n, h_q, d_v, dtype=torch.float32, device=device)
+    max_logits = torch.full((n, h_q), -math.inf, dtype=torch.float32, device=device)
+    lse = torch.full((n, h_q), math.inf, dtype=torch.float32, device=device)
+    out_abs = torch.zeros_like(out) if return_error_scales else None
+    logit_scale = torch.zeros_like(lse) if return_error_scales else None
+    start = 0
+    for r, res in _prefill_reference_chunks(
+        q,
+        kv,
+        indices,
+        sm_scale,
+        d_v,
+        attn_sink,
+        topk_length,
+        None if rows is None else torch.as_tensor(rows, dtype=torch.long),
+        compute_dtype,
+        return_error_scales,
+        max_chunk_bytes,
+    ):
+        stop = start + r.numel()
+        out[start:stop] = res["out"].float()
+        max_logits[start:stop] = res["max_logits"].float()
+        lse[start:stop] = res["lse"].float()
+        if return_error_scales:
+            out_abs[start:stop] = res["out_abs"].float()
+            logit_scale[start:stop] = res["logit_scale"].float()
+        start = stop
+    if return_error_scales:
+        return out, max_logits, lse, out_abs, logit_scale
+    return out, max_logits, lse
+
+
+@torch.no_grad()
+def check_sparse_prefill(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    indices: torch.Tensor,
+    sm_scale: Optional[float],
+    out: torch.Tensor,
+    max_logits: torch.Tensor,
+    lse: torch.Tensor,
+    *,
+    d_v: int = 512,
+    attn_sink: Optional[torch.Tensor] = None,
+    topk_length: Optional[torch.Tensor] = None,
+    rows: Optional[Sequence[int] | torch.Tensor] = None,
+    out_tol: Tolerance = SPARSE_PREFILL_OUT_TOL,
+    lse_tol: Tolerance = SPARSE_PREFILL_LSE_TOL,
+    max_chunk_bytes: int = 512 << 20,
+) -> dict[str, int]:
+    """Checks flash_mla_sparse_fwd's (out, max_logits, lse) for the call (q, kv, indices,
+    sm_scale, d_v, attn_sink, topk_length) against the float64 reference, on the query tokens
+    `rows` (all by default), chunk by chunk (the cosine similarity of out is over all of them).
+
+    Tolerances (FlashMLA's sparse prefill test): out |err| < 8e-4 or |err|/|ref| < 3.01/128
+    element by element (against the reference rounded to bfloat16) and 1 - cos < 7e-6;
+    max_logits and lse |err| < 1e-6 or |err|/|ref| < 2.01/65536; inf and NaN at identical
+    positions. Plus the rounding-aware bounds of check_decode (docs/testing.md): out may be off
+    by u * (sum_t w_t |v_t| + |ref|) (u = 2^-8: P is rounded to bfloat16 before P V), lse and
+    max_logits by 2^-21 * (logit_scale + |ref|). A (token, head) without a counted entry must
+    give exactly out = 0, max_logits = -inf and lse = +inf. Returns how many elements passed
+    only by the rounding bounds (also added to ROUNDING_BOUND_STATS).
+    """
+    s_q, h_q, _ = q.shape
+    expected = {
+        "out": (out, (s_q, h_q, d_v), torch.bfloat16),
+        "max_logits": (max_logits, (s_q, h_q), torch.float32),
+        "lse": (lse, (s_q, h_q), torch.float32),
+    }
+    for name, (tensor, shape, dtype) in expected.items():
+        if tuple(tensor.shape) != shape or tensor.dtype != dtype:
+            raise AssertionError(
+                f"{name}: expected shape {shape} {dtype}, got {tuple(tensor.shape)} {tensor.dtype}"
+            )
+    u = UNIT_ROUNDOFF[out.dtype]
+    counts = {"out": 0, "max_logits": 0, "lse": 0}
+    dot = squares = 0.0
+    elements = 0
+    for r, ref in _prefill_reference_chunks(
+        q,
+        kv,
+        indices,
+        sm_scale,
+        d_v,
+        attn_sink,
+        topk_length,
+        None if rows is None else torch.as_tensor(rows, dtype=torch.long),
+        torch.float64,
+        True,
+        max_chunk_bytes,
+    ):
+        # Element indices in a message are positions within this chunk of query tokens.
+        label = f"[chunk of query tokens {int(r[0])}..{int(r[-1])}]"
+        a_out = out[r.to(out.device)].to(r.device)
+        a_max = max_logits[r.to(max_logits.device)].to(r.device)
+        a_lse = lse[r.to(lse.device)].to(r.device)
+        empty = ref["lse"] == math.inf  # [m, h_q]
+        if bool(empty.any()):
+            nonzero = (a_out[empty] != 0).any(dim=-1)
+            if bool(nonzero.any()):
+                raise AssertionError(
+                    f"out{label}: {int(nonzero.sum())} of {int(empty.sum())} (token, head) pairs "
+                    "without a valid index have a non-zero output (expected exactly 0)"
+                )
+        bound_out = u * (ref["out_abs"] + ref["out"].abs())
+        n, d, sq = check_close_elements(
+            a_out, ref["out"].to(out.dtype), out_tol, name=f"out{label}", bound=bound_out
+        )
+        counts["out"] += n
+        dot, squares, elements = dot + d, squares + sq, elements + a_out.numel()
+        for name, actual in (("max_logits", a_max), ("lse", a_lse)):
+            reference = ref[name]
+            finite = reference.isfinite()
+            bound = LSE_ROUNDING * torch.where(finite, ref["logit_scale"] + reference.abs(), 0.0)
+            counts[name] += check_close_elements(
+                actual, reference.float(), lse_tol, name=f"{name}{label}", bound=bound
+            )[0]
+    check_cosine(dot, squares, out_tol, name="out")
+    ROUNDING_BOUND_STATS["checks"] += 1
+    ROUNDING_BOUND_STATS["out_elements"] += elements
+    ROUNDING_BOUND_STATS["out_within_rounding_bound_only"] += counts["out"]
+    ROUNDING_BOUND_STATS["lse_within_rounding_bound_only"] += counts["lse"]
+    ROUNDING_BOUND_STATS["max_logits_within_rounding_bound_only"] += counts["max_logits"]
+    return {
+        "out_within_rounding_bound_only": counts["out"],
+        "max_logits_within_rounding_bound_only": counts["max_logits"],
+        "lse_within_rounding_bound_only": counts["lse"],
+    }
+
+
+def check_sparse_prefill_against_reference(
+    inputs: SparsePrefillInputs,
+    out: torch.Tensor,
+    max_logits: torch.Tensor,
+    lse: torch.Tensor,
+    *,
+    rows: Optional[Sequence[int] | torch.Tensor] = None,
+    max_chunk_bytes: int = 512 << 20,
+) -> dict[str, int]:
+    """check_sparse_prefill of a SparsePrefillInputs call."""
+    return check_sparse_prefill(
+        inputs.q,
+        inputs.kv,
+        inputs.indices,
+        inputs.sm_scale,
+        out,
+        max_logits,
+        lse,
+        d_v=inputs.d_v,
+        attn_sink=inputs.attn_sink,
+        topk_length=inputs.topk_length,
+        rows=rows,
+        max_chunk_bytes=max_chunk_bytes,
+    )
+
+
+def sparse_prefill_flops(s_q: int, h_q: int, topk: int, d_qk: int, d_v: int = 512) -> int:
+    """FLOPs of a sparse prefill call as anchors.md counts them: s_q * h_q * topk * 2 *
+    (d_qk + d_v) (every top-k entry, valid or not)."""
+    return s_q * h_q * topk * 2 * (d_qk + d_v)

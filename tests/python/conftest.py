@@ -25,4 +25,6 @@ def pytest_terminal_summary(terminalreporter) -> None:
     except ImportError:
         return
     if ROUNDING_BOUND_STATS["checks"]:
-        terminalreporter.write_line(f"decode checks, rounding-bound usage: {ROUNDING_BOUND_STATS}")
+        terminalreporter.write_line(
+            f"reference checks (decode and prefill), rounding-bound usage: {ROUNDING_BOUND_STATS}"
+        )

@@ -187,3 +187,172 @@ def test_sparse_inputs_hide_nan_only_in_uncounted_rows():
     assert int(counted.sum()) == testing.sparse_retrieved_tokens(cache)
     # Entries past topk_length may name owned rows, which must be NaN unless counted elsewhere.
     assert testing.sparse_counted_entries(cache) <= 30 * 2 + 4 * 2
+
+
+def naive_sparse_prefill(q, kv, indices, scale, d_v, sink, topk_length):
+    """Per query token and head: collect the counted rows one by one, softmax, sink factor."""
+    s_q, h_q, _ = q.shape
+    s_kv, topk = kv.shape[0], indices.shape[-1]
+    out = torch.zeros(s_q, h_q, d_v, dtype=torch.float64)
+    max_logits = torch.full((s_q, h_q), -math.inf, dtype=torch.float64)
+    lse = torch.full((s_q, h_q), math.inf, dtype=torch.float64)
+    for s in range(s_q):
+        count = topk if topk_length is None else max(0, min(int(topk_length[s]), topk))
+        rows = [int(indices[s, 0, j]) for j in range(count)]
+        rows = [kv[x, 0].double() for x in rows if 0 <= x < s_kv]
+        if not rows:
+            continue
+        k = torch.stack(rows)
+        for h in range(h_q):
+            logits = k @ q[s, h].double() * scale
+            max_logits[s, h] = logits.max()
+            lse[s, h] = torch.logsumexp(logits, 0)
+            o = torch.softmax(logits, 0) @ k[:, :d_v]
+            if sink is not None:
+                o = o / (1 + torch.exp(sink[h].double() - lse[s, h]))
+            out[s, h] = o
+    return out, max_logits, lse
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(
+            s_kv=40,
+            topk=16,
+            invalid_fraction=0.2,
+            all_invalid_fraction=0.2,
+            sink="mixed",
+            topk_length="random",
+            strided=True,
+        ),
+        dict(s_kv=10, topk=32, duplicates=True, sink="finite", topk_length=[0, 32, 40, -1, 5, 9]),
+        dict(s_kv=50, topk=8, sink="flashmla", value_scale=0.1, value_offset=0.03, sm_scale=0.5),
+        dict(s_kv=5, topk=4, all_invalid_fraction=1.0, sink="+inf"),
+    ],
+    ids=["invalid-mixed-strided", "duplicates-lengths", "flashmla-values", "all-invalid"],
+)
+def test_sparse_prefill_reference_matches_naive(case: dict):
+    inputs = testing.make_sparse_prefill_inputs(
+        6, h_q=3, d_qk=24, d_v=16, device="cpu", seed=5, **case
+    )
+    assert torch.isnan(inputs.kv_storage[0]).all() and torch.isnan(inputs.kv_storage[-1]).all()
+    # Small chunks: the chunked path is the one that runs on the large cases.
+    ref_out, ref_max, ref_lse = testing.reference_sparse_prefill(
+        inputs.q,
+        inputs.kv,
+        inputs.indices,
+        inputs.sm_scale,
+        16,
+        inputs.attn_sink,
+        inputs.topk_length,
+        max_chunk_bytes=4096,
+    )
+    out, max_logits, lse = naive_sparse_prefill(
+        inputs.q,
+        inputs.kv,
+        inputs.indices,
+        inputs.sm_scale,
+        16,
+        inputs.attn_sink,
+        inputs.topk_length,
+    )
+    torch.testing.assert_close(ref_out.double(), out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ref_max.double(), max_logits, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ref_lse.double(), lse, rtol=1e-6, atol=1e-6)
+    if case.get("topk_length") is not None and not isinstance(case["topk_length"], str):
+        assert (ref_lse[0] == math.inf).all() and (ref_max[0] == -math.inf).all()  # length 0
+        assert (ref_lse[3] == math.inf).all() and (ref_out[3] == 0).all()  # length -1
+    rows = [5, 0, 2]
+    sub = testing.reference_sparse_prefill(
+        inputs.q,
+        inputs.kv,
+        inputs.indices,
+        inputs.sm_scale,
+        16,
+        inputs.attn_sink,
+        inputs.topk_length,
+        rows=rows,
+    )
+    for part, whole in zip(sub, (ref_out, ref_max, ref_lse)):
+        assert torch.equal(part, whole[rows])
+
+
+def test_sparse_prefill_inputs_hide_nan_only_in_uncounted_rows():
+    inputs = testing.make_sparse_prefill_inputs(
+        5,
+        64,
+        16,
+        h_q=2,
+        d_qk=16,
+        d_v=8,
+        invalid_fraction=0.3,
+        topk_length=[16, 3, 0, 20, 7],
+        device="cpu",
+        seed=6,
+    )
+    counted = testing.sparse_prefill_counted(inputs.indices, 64, inputs.topk_length)
+    used = torch.zeros(64, dtype=torch.bool)
+    used[inputs.indices[:, 0].long()[counted]] = True
+    assert torch.isfinite(inputs.kv[used]).all()
+    assert torch.isnan(inputs.kv[~used]).all()
+    assert torch.isfinite(inputs.q).all()
+    # Distinct tokens per query token (no duplicates unless asked for).
+    for s in range(5):
+        valid = inputs.indices[s, 0][(inputs.indices[s, 0] >= 0) & (inputs.indices[s, 0] < 64)]
+        assert valid.unique().numel() == valid.numel()
+
+
+def test_check_sparse_prefill_rules():
+    inputs = testing.make_sparse_prefill_inputs(
+        8,
+        40,
+        16,
+        h_q=4,
+        d_qk=24,
+        d_v=16,
+        all_invalid_fraction=0.3,
+        sink="finite",
+        device="cpu",
+        seed=7,
+    )
+    ref_out, ref_max, ref_lse = testing.reference_sparse_prefill(*inputs.args(), **inputs.kwargs())
+    out = ref_out.to(torch.bfloat16)
+    assert bool((ref_lse == math.inf).any()) and bool((ref_lse != math.inf).any())
+    counts = testing.check_sparse_prefill_against_reference(
+        inputs, out, ref_max, ref_lse, max_chunk_bytes=2048
+    )
+    assert set(counts) == {
+        "out_within_rounding_bound_only",
+        "max_logits_within_rounding_bound_only",
+        "lse_within_rounding_bound_only",
+    }
+    s, h = (ref_lse != math.inf).nonzero()[0].tolist()
+    empty_s, empty_h = (ref_lse == math.inf).nonzero()[0].tolist()
+    bad = out.clone()
+    bad[s, h, 0] += 0.25
+    with pytest.raises(AssertionError, match="out"):
+        testing.check_sparse_prefill_against_reference(inputs, bad, ref_max, ref_lse)
+    bad = out.clone()
+    bad[empty_s, empty_h, 3] = 1e-30  # a query without a valid index must give exactly 0
+    with pytest.raises(AssertionError, match="non-zero output"):
+        testing.check_sparse_prefill_against_reference(inputs, bad, ref_max, ref_lse)
+    bad_max = ref_max.clone()
+    bad_max[empty_s, empty_h] = 0.0
+    with pytest.raises(AssertionError, match="max_logits"):
+        testing.check_sparse_prefill_against_reference(inputs, out, bad_max, ref_lse)
+    bad_max = ref_max.clone()
+    bad_max[s, h] += 1e-3
+    with pytest.raises(AssertionError, match="max_logits"):
+        testing.check_sparse_prefill_against_reference(inputs, out, bad_max, ref_lse)
+    bad_lse = ref_lse.clone()
+    bad_lse[s, h] += 1e-3
+    with pytest.raises(AssertionError, match="lse"):
+        testing.check_sparse_prefill_against_reference(inputs, out, ref_max, bad_lse)
+    with pytest.raises(AssertionError, match="shape"):
+        testing.check_sparse_prefill_against_reference(inputs, out[:-1], ref_max, ref_lse)
+    # Only the sampled rows are checked.
+    bad = out.clone()
+    bad[s, h, 0] += 0.25
+    others = [r for r in range(8) if r != s]
+    testing.check_sparse_prefill_against_reference(inputs, bad, ref_max, ref_lse, rows=others)

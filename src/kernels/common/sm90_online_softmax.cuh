@@ -35,6 +35,15 @@ __device__ __forceinline__ uint32_t pack_pair<__half>(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
+// 2^x with the MUFU.EX2 instruction alone, flushing results below 2^-126 to zero (harmless for
+// softmax weights). Without --use_fast_math, exp2f() wraps every call in a denormal fix-up of
+// three more instructions.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Running statistics of the two rows a thread owns, in log2 units of the scaled logits.
 struct RowStats {
   float max[2];  // running max (-inf until a valid token is seen)
@@ -63,6 +72,12 @@ struct TokenBitMask {
   __device__ __forceinline__ bool valid(int, int col) const { return (bits >> col) & 1; }
 };
 
+// Sparse prefill: one validity byte per token of the tile (0 = skipped), the same for every row.
+struct TokenByteMask {
+  const uint8_t* bytes;  // [64] in shared memory
+  __device__ __forceinline__ bool valid(int, int col) const { return bytes[col] != 0; }
+};
+
 // Masks S (invalid tokens become -inf), updates the running max/sum and turns S into
 // probabilities packed as 16-bit pairs: p_packed[2j + i] = row i, cols 8j + 2(l%4) + {0,1},
 // which is also the register A fragment of the following P V wgmma. Returns per row the factor
@@ -81,15 +96,17 @@ __device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_pack
       for (int c = 0; c < 2; ++c) {
         float& x = s[4 * j + 2 * i + c];
         // Select rather than add: masked columns may hold NaN read from unused cache rows.
-        x = mask.valid(i, col0 + 8 * j + c) ? x * scale_log2 : -INFINITY;
+        x = mask.valid(i, col0 + 8 * j + c) ? x : -INFINITY;
         tile_max = fmaxf(tile_max, x);
       }
     }
-    tile_max = quad_max(tile_max);
+    // Scaling after the max (scale_log2 > 0 keeps the order) lets the exponent below be one
+    // fused multiply-add per element.
+    tile_max = quad_max(tile_max) * scale_log2;
     const float new_max = fmaxf(stats.max[i], tile_max);
     // A row that has seen no valid token keeps max -inf; subtract 0 then so exp2 gives 0.
     const float subtract = new_max == -INFINITY ? 0.f : new_max;
-    rescale[i] = exp2f(stats.max[i] - subtract);
+    rescale[i] = fast_exp2(stats.max[i] - subtract);
     stats.max[i] = new_max;
     float tile_sum = 0.f;
 #pragma unroll
@@ -97,7 +114,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_pack
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
         float& x = s[4 * j + 2 * i + c];
-        x = exp2f(x - subtract);
+        x = fast_exp2(fmaf(x, scale_log2, -subtract));
         tile_sum += x;
       }
     }

@@ -69,6 +69,24 @@ __device__ __forceinline__ void prefetch_tma_descriptor(const CUtensorMap* map) 
   asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }
 
+// ---- cp.async (16-byte gathers into shared memory) -------------------------------------------
+// Copies 16 bytes from global to shared memory, or writes 16 zero bytes when !valid (nothing
+// is read then). The L2 is asked to fetch the surrounding 256 bytes (the rest of the row).
+// (No L2 eviction-policy operand: with one from createpolicy, ptxas 13.0 emitted LDGSTS reading
+// a never-written uniform register as the policy descriptor: an illegal instruction at run time.)
+__device__ __forceinline__ void cp_async_16_or_zero(uint32_t smem, const void* global, bool valid) {
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" ::"r"(smem), "l"(global),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+
+// Arrives on `bar` once all of this thread's earlier cp.async copies have landed; counts as
+// one of the barrier's expected arrivals (.noinc).
+__device__ __forceinline__ void cp_async_arrive_noinc(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_addr(bar))
+               : "memory");
+}
+
 // ---- fences and barriers ---------------------------------------------------------------------
 // Orders this thread's generic-proxy shared-memory writes before later async-proxy reads
 // (wgmma operands, TMA stores).

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Sparse MLA prefill benchmark: the sparse prefill table of ../shared/anchors.md, measured the
+same way.
+
+Cases (s_q 4096, h_kv 1, d_v 512, BF16, attn_sink on), built as FlashMLA's
+test_flash_mla_sparse_prefill.py builds its performance cases: q and kv N(0, 0.1^2) plus a random
+offset in +-0.05 (clamped to +-10), sm_scale 0.5; each query token's index list names topk
+distinct random tokens of [0, s_kv) in random order (s_kv >= topk: every entry valid, no
+topk_length); attn_sink N(0, 1) per head with -inf / +inf where a second N(0, 1) draw is below
+-0.5 / above 0.5; q, kv and indices strided views (every dimension one longer, the last 128
+longer), as FlashMLA's non_contiguousify makes them. V3.2 (d_qk 576, h_q 128, topk 2048) at s_kv
+8192, 32768 and 131072; MODEL1 (d_qk 512) h_q 64 topk 512 and h_q 128 topk 1024 at s_kv 32768;
+and, without an anchor, V3.2 with h_q 16 and 32 (s_kv 32768).
+
+Time is the WHOLE operation (flash_mla_sparse_fwd: its one kernel plus the output allocations),
+median of --reps CUDA-event timings after --warmup calls, with a 256 MB buffer cleared before
+each timed call (flushes the 50 MB L2 and keeps the GPU busy while Python enqueues the call).
+FlashMLA's figures time its one kernel.
+
+FLOPs = s_q * h_q * topk * 2 * (d_qk + d_v) (anchors.md; every entry counts). The ratio column
+is our TFLOP/s over the anchor's (the same as anchor time / our time, > 1 = faster).
+Correctness: by default --sample-rows query tokens spread over s_q are checked against the
+float64 reference (flash_mla.testing.check_sparse_prefill); --check checks all of them,
+--no-check only looks for NaN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+import flash_mla
+from flash_mla.testing import (
+    SparsePrefillInputs,
+    check_sparse_prefill_against_reference,
+    make_sparse_prefill_inputs,
+    sparse_prefill_flops,
+)
+
+# The shared timing / JSON code next to this script, whatever the working directory.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import add_common_arguments, anchor_table, time_us, write_results  # noqa: E402
+
+S_Q, D_V = 4096, 512
+LAYOUTS = {"V3.2": 576, "MODEL1": 512}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    layout: str  # "V3.2" or "MODEL1"
+    h_q: int
+    topk: int
+    s_kv: int
+
+    @property
+    def d_qk(self) -> int:
+        return LAYOUTS[self.layout]
+
+    @property
+    def key(self) -> tuple:
+        return (self.layout, self.h_q, self.topk, self.s_kv)
+
+    @property
+    def label(self) -> str:
+        return f"{self.layout} h_q {self.h_q} topk {self.topk} s_kv {self.s_kv}"
+
+
+CASES = (
+    [Case("V3.2", 128, 2048, s_kv) for s_kv in (8192, 32768, 131072)]
+    + [Case("MODEL1", 64, 512, 32768), Case("MODEL1", 128, 1024, 32768)]
+    # Rows without an anchor: fewer heads (one 64-row block of query heads, a quarter or half
+    # used).
+    + [Case("V3.2", h_q, 2048, 32768) for h_q in (16, 32)]
+)
+
+# FlashMLA on the same machines (anchors.md, "Sparse MLA prefill"): (TFLOP/s, time in us or None)
+# by (layout, h_q, topk, s_kv).
+ANCHORS = {
+    "H100": {
+        ("V3.2", 128, 2048, 8192): (680.0, 3436.0),
+        ("V3.2", 128, 2048, 32768): (629.4, 3712.0),
+        ("V3.2", 128, 2048, 131072): (549.6, 4251.0),
+        ("MODEL1", 64, 512, 32768): (457.7, 601.0),
+        ("MODEL1", 128, 1024, 32768): (577.6, 1904.0),
+    },
+    "H200": {
+        ("V3.2", 128, 2048, 8192): (669.9, None),
+        ("V3.2", 128, 2048, 32768): (629.6, None),
+        ("V3.2", 128, 2048, 131072): (576.5, None),
+    },
+}
+
+
+@dataclasses.dataclass
+class Result:
+    layout: str
+    d_qk: int
+    h_q: int
+    s_q: int
+    topk: int
+    s_kv: int
+    time_us: float
+    tflops: float
+    anchor_tflops: Optional[float]
+    anchor_time_us: Optional[float]  # from the table, else FLOPs / anchor TFLOP/s
+    ratio: Optional[float]  # our TFLOP/s / anchor TFLOP/s (= anchor time / our time)
+    checked: str
+
+
+def build_inputs(case: Case) -> SparsePrefillInputs:
+    random.seed(0)
+    return make_sparse_prefill_inputs(
+        S_Q,
+        case.s_kv,
+        case.topk,
+        h_q=case.h_q,
+        d_qk=case.d_qk,
+        d_v=D_V,
+        sm_scale=0.5,
+        sink="flashmla",
+        strided=True,
+        poison_unused=False,
+        value_scale=0.1,
+        value_offset=(random.random() - 0.5) / 10,
+        value_clamp=10.0,
+        seed=0,
+    )
+
+
+def sample_rows(count: int) -> list[int]:
+    """`count` query tokens spread evenly over s_q, the first and last included."""
+    if count >= S_Q:
+        return list(range(S_Q))
+    step = (S_Q - 1) / max(count - 1, 1)
+    return sorted({round(i * step) for i in range(count)})
+
+
+def run_case(case: Case, args, anchors: dict) -> Result:
+    inputs = build_inputs(case)
+
+    def call():
+        return flash_mla.flash_mla_sparse_fwd(*inputs.args(), **inputs.kwargs())
+
+    out, max_logits, lse = call()
+    if any(bool(torch.isnan(t).any()) for t in (out, max_logits, lse)):
+        raise AssertionError(f"NaN in the output of case {case.label}")
+    checked = "no NaN"
+    if not args.no_check:
+        rows = list(range(S_Q)) if args.check else sample_rows(args.sample_rows)
+        check_sparse_prefill_against_reference(inputs, out, max_logits, lse, rows=rows)
+        checked = f"reference, {len(rows)} of {S_Q} query tokens"
+    del out, max_logits, lse
+
+    t = time_us(call, args.warmup, args.reps)
+    flops = sparse_prefill_flops(S_Q, case.h_q, case.topk, case.d_qk, D_V)
+    tflops = flops / t / 1e6
+    anchor_tflops, anchor_time = anchors.get(case.key, (None, None))
+    if anchor_tflops is not None and anchor_time is None:
+        anchor_time = flops / anchor_tflops / 1e6
+    return Result(
+        layout=case.layout,
+        d_qk=case.d_qk,
+        h_q=case.h_q,
+        s_q=S_Q,
+        topk=case.topk,
+        s_kv=case.s_kv,
+        time_us=t,
+        tflops=tflops,
+        anchor_tflops=anchor_tflops,
+        anchor_time_us=anchor_time,
+        ratio=tflops / anchor_tflops if anchor_tflops else None,
+        checked=checked,
+    )
+
+
+def print_table(results: list[Result], gpu: str) -> None:
+    print(
+        f"\nSparse prefill, BF16, s_q {S_Q}, h_kv 1, d_v {D_V}, attn_sink on (whole operation; "
+        f"anchor = FlashMLA on {gpu}, its kernel)"
+    )
+    header = (
+        f"{'layout':>6} {'d_qk':>4} {'h_q':>4} {'topk':>5} {'s_kv':>6} {'time us':>9} "
+        f"{'TFLOP/s':>8} {'anchor TF':>9} {'anchor us':>9} {'ratio':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        anchor_tf = f"{r.anchor_tflops:g}" if r.anchor_tflops else "-"
+        anchor_us = f"{r.anchor_time_us:.0f}" if r.anchor_time_us else "-"
+        ratio = f"{r.ratio:.3f}" if r.ratio else "-"
+        print(
+            f"{r.layout:>6} {r.d_qk:>4} {r.h_q:>4} {r.topk:>5} {r.s_kv:>6} {r.time_us:>9.1f} "
+            f"{r.tflops:>8.1f} {anchor_tf:>9} {anchor_us:>9} {ratio:>6}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # --s-k (as the decode benchmarks name it, so that scripts/bench.sh can pass one set of
+    # options to all of them) selects s_kv rows.
+    parser.add_argument(
+        "--s-kv", "--s-k", dest="s_kv", type=int, nargs="+", default=None, help="only these s_kv"
+    )
+    parser.add_argument("--h-q", type=int, nargs="+", default=None, help="only these h_q rows")
+    parser.add_argument("--layout", choices=sorted(LAYOUTS), nargs="+", default=None)
+    parser.add_argument(
+        "--sample-rows",
+        type=int,
+        default=256,
+        help="query tokens checked against the reference (default 256; --check: all)",
+    )
+    add_common_arguments(parser, "sparse_prefill")
+    args = parser.parse_args()
+
+    device_name = torch.cuda.get_device_name()
+    gpu, anchors = anchor_table(device_name, ANCHORS)
+    cases = [
+        c
+        for c in CASES
+        if (not args.s_kv or c.s_kv in args.s_kv)
+        and (not args.h_q or c.h_q in args.h_q)
+        and (not args.layout or c.layout in args.layout)
+    ]
+    if not cases:
+        print("bench_sparse_prefill: no case matches the --s-kv / --h-q / --layout filters")
+    results = []
+    for case in cases:
+        r = run_case(case, args, anchors)
+        torch.cuda.empty_cache()
+        ratio = "" if r.ratio is None else f" ratio {r.ratio:.3f}"
+        print(
+            f"{case.label}: {r.time_us:8.1f} us {r.tflops:6.1f} TFLOP/s{ratio} ({r.checked})",
+            flush=True,
+        )
+        results.append(r)
+
+    print_table(results, gpu)
+    write_results(
+        "sparse_prefill",
+        args.json,
+        device_name,
+        gpu,
+        args,
+        results,
+        operation="sparse_prefill",
+        flops="s_q * h_q * topk * 2 * (d_qk + d_v)",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
