@@ -6,12 +6,10 @@
 // more than 128 heads, alignment and stride multiples the 16-byte loads and stores need).
 // Index values live on the GPU and are not read back: the kernel skips any index outside
 // [0, num_kv_tokens), so a wrong index can never cause an out-of-bounds read.
-#include <cmath>
 #include <cstdint>
-#include <cstdio>
 #include <limits>
-#include <string>
 
+#include "api/param_checks.h"
 #include "flashmla/common.h"
 #include "flashmla/sparse_prefill.h"
 
@@ -21,7 +19,7 @@ namespace {
 
 using Kind = Error::Kind;
 
-constexpr const char* kFn = "sparse_prefill";
+constexpr detail::ParamChecks kCheck("sparse_prefill");
 constexpr int64_t kVectorElems = 8;  // q, kv and out rows move in 16-byte vectors
 constexpr int64_t kVectorBytes = 16;
 // No real allocation spans more; also keeps every element offset far from int64 overflow.
@@ -30,80 +28,41 @@ constexpr int kMaxHeadsQ = 128;
 // Indices are int32: tokens past this could never be selected.
 constexpr int64_t kMaxKvTokens = std::numeric_limits<int32_t>::max();
 
-[[noreturn]] void fail(Kind kind, const char* argument, const std::string& message) {
-  throw Error(kind, argument, std::string(kFn) + ": " + message);
-}
-
-// "sparse_prefill: <argument> must be <expected>, got <got>". Called only on failure, so that
-// a valid call builds no strings.
-[[noreturn]] void fail_expected(Kind kind, const char* argument, const std::string& expected,
-                                const std::string& got) {
-  fail(kind, argument, std::string(argument) + " must be " + expected + ", got " + got);
-}
-
-std::string str(int64_t value) {
-  return std::to_string(value);
-}
-
-void require(bool ok, Kind kind, const char* argument, const char* expected, int64_t got) {
-  if (!ok) fail_expected(kind, argument, expected, str(got));
-}
-
-void require_pointer(const void* pointer, const char* argument, int64_t alignment) {
-  if (pointer == nullptr) {
-    fail_expected(Kind::kInvalidArgument, argument, "a non-null device pointer", "null");
-  }
-  if (reinterpret_cast<uintptr_t>(pointer) % alignment != 0) {
-    char buffer[32];
-    std::snprintf(buffer, sizeof(buffer), "address %p", pointer);
-    fail_expected(Kind::kUnsupported, argument, str(alignment) + "-byte aligned", buffer);
-  }
-}
-
 void check_sizes(const SparsePrefillParams& p) {
   constexpr Kind kBad = Kind::kInvalidArgument;
   constexpr Kind kUnsupported = Kind::kUnsupported;
-  require(p.seqlen_q >= 1, kBad, "seqlen_q", ">= 1", p.seqlen_q);
-  require(p.num_heads_q >= 1, kBad, "num_heads_q", ">= 1", p.num_heads_q);
+  kCheck.require(p.seqlen_q >= 1, kBad, "seqlen_q", ">= 1", p.seqlen_q);
+  kCheck.require(p.num_heads_q >= 1, kBad, "num_heads_q", ">= 1", p.num_heads_q);
   static_assert(kMaxHeadsQ == 128);
-  require(p.num_heads_q <= kMaxHeadsQ, kUnsupported, "num_heads_q", "<= 128", p.num_heads_q);
-  require(p.head_dim_qk == 576 || p.head_dim_qk == 512, kUnsupported, "head_dim_qk", "576 or 512",
-          p.head_dim_qk);
-  require(p.head_dim_v == 512, kUnsupported, "head_dim_v", "512", p.head_dim_v);
-  if (!(std::isfinite(p.softmax_scale) && p.softmax_scale > 0.f)) {
-    char buffer[64];
-    std::snprintf(buffer, sizeof(buffer), "%g", p.softmax_scale);
-    fail_expected(kBad, "softmax_scale", "finite and > 0", buffer);
-  }
-  require(p.num_kv_tokens >= 1, kBad, "num_kv_tokens", ">= 1", p.num_kv_tokens);
-  require(p.num_kv_tokens <= kMaxKvTokens, kUnsupported, "num_kv_tokens",
-          "<= 2147483647 (indices are int32)", p.num_kv_tokens);
-  require(p.topk >= 1, kBad, "topk", ">= 1", p.topk);
+  kCheck.require(p.num_heads_q <= kMaxHeadsQ, kUnsupported, "num_heads_q", "<= 128", p.num_heads_q);
+  kCheck.require(p.head_dim_qk == 576 || p.head_dim_qk == 512, kUnsupported, "head_dim_qk",
+                 "576 or 512", p.head_dim_qk);
+  kCheck.require(p.head_dim_v == 512, kUnsupported, "head_dim_v", "512", p.head_dim_v);
+  kCheck.require_softmax_scale(p.softmax_scale);
+  kCheck.require(p.num_kv_tokens >= 1, kBad, "num_kv_tokens", ">= 1", p.num_kv_tokens);
+  kCheck.require(p.num_kv_tokens <= kMaxKvTokens, kUnsupported, "num_kv_tokens",
+                 "<= 2147483647 (indices are int32)", p.num_kv_tokens);
+  kCheck.require(p.topk >= 1, kBad, "topk", ">= 1", p.topk);
 }
 
 void check_tensors(const SparsePrefillParams& p) {
   constexpr Kind kBad = Kind::kInvalidArgument;
-  constexpr Kind kUnsupported = Kind::kUnsupported;
-  require_pointer(p.q, "q", kVectorBytes);
-  require_pointer(p.kv, "kv", kVectorBytes);
-  require_pointer(p.indices, "indices", 4);
-  if (p.topk_length != nullptr) require_pointer(p.topk_length, "topk_length", 4);
-  if (p.attn_sink != nullptr) require_pointer(p.attn_sink, "attn_sink", 4);
-  require_pointer(p.out, "out", kVectorBytes);
-  require_pointer(p.max_logits, "max_logits", 4);
-  require_pointer(p.lse, "lse", 4);
+  kCheck.require_pointer(p.q, "q", kVectorBytes);
+  kCheck.require_pointer(p.kv, "kv", kVectorBytes);
+  kCheck.require_pointer(p.indices, "indices", 4);
+  if (p.topk_length != nullptr) kCheck.require_pointer(p.topk_length, "topk_length", 4);
+  if (p.attn_sink != nullptr) kCheck.require_pointer(p.attn_sink, "attn_sink", 4);
+  kCheck.require_pointer(p.out, "out", kVectorBytes);
+  kCheck.require_pointer(p.max_logits, "max_logits", 4);
+  kCheck.require_pointer(p.lse, "lse", 4);
 
   // The same rules as sparse decode: every stride of a 16-byte-vector tensor is a multiple of 8
   // elements; an out row stride covers a whole row (d_v), a kv token stride a whole token
   // (d_qk), an index row its topk entries, and a row of max_logits / lse its h_q heads.
-  struct StrideRule {
-    const char* name;
-    int64_t value, min, multiple;
-  };
   const int64_t d_v = p.head_dim_v;
   // With one query token the index row stride is never used.
   const int64_t min_indices_stride = p.seqlen_q > 1 ? p.topk : 0;
-  const StrideRule rules[] = {
+  kCheck.require_strides({
       {"q_seq_stride", p.q_seq_stride, 1, kVectorElems},
       {"q_head_stride", p.q_head_stride, 1, kVectorElems},
       {"kv_token_stride", p.kv_token_stride, p.head_dim_qk, kVectorElems},
@@ -112,17 +71,7 @@ void check_tensors(const SparsePrefillParams& p) {
       {"out_head_stride", p.out_head_stride, d_v, kVectorElems},
       {"max_logits_seq_stride", p.max_logits_seq_stride, p.num_heads_q, 1},
       {"lse_seq_stride", p.lse_seq_stride, p.num_heads_q, 1},
-  };
-  for (const StrideRule& rule : rules) {
-    if (rule.value < rule.min) {
-      fail_expected(kBad, rule.name, ">= " + str(rule.min), str(rule.value));
-    }
-    if (rule.value % rule.multiple != 0) {
-      fail_expected(kUnsupported, rule.name,
-                    "a multiple of " + str(rule.multiple) + " elements (16-byte aligned rows)",
-                    str(rule.value));
-    }
-  }
+  });
 
   // Extents in bytes (in 128 bits: the products of int sizes and int64 strides cannot
   // overflow), so that every offset the kernel forms stays far below 2^63.
@@ -136,12 +85,13 @@ void check_tensors(const SparsePrefillParams& p) {
   const __int128 max_logits_end = last(p.seqlen_q, p.max_logits_seq_stride) + p.num_heads_q;
   const __int128 lse_end = last(p.seqlen_q, p.lse_seq_stride) + p.num_heads_q;
   const char* const kLimit = "at most 2^48 bytes given its shape and strides";
-  if (q_end * 2 > kMaxTensorBytes) fail_expected(kBad, "q", kLimit, "more");
-  if (kv_end * 2 > kMaxTensorBytes) fail_expected(kBad, "kv", kLimit, "more");
-  if (indices_end * 4 > kMaxTensorBytes) fail_expected(kBad, "indices", kLimit, "more");
-  if (out_end * 2 > kMaxTensorBytes) fail_expected(kBad, "out", kLimit, "more");
-  if (max_logits_end * 4 > kMaxTensorBytes) fail_expected(kBad, "max_logits", kLimit, "more");
-  if (lse_end * 4 > kMaxTensorBytes) fail_expected(kBad, "lse", kLimit, "more");
+  if (q_end * 2 > kMaxTensorBytes) kCheck.fail_expected(kBad, "q", kLimit, "more");
+  if (kv_end * 2 > kMaxTensorBytes) kCheck.fail_expected(kBad, "kv", kLimit, "more");
+  if (indices_end * 4 > kMaxTensorBytes) kCheck.fail_expected(kBad, "indices", kLimit, "more");
+  if (out_end * 2 > kMaxTensorBytes) kCheck.fail_expected(kBad, "out", kLimit, "more");
+  if (max_logits_end * 4 > kMaxTensorBytes)
+    kCheck.fail_expected(kBad, "max_logits", kLimit, "more");
+  if (lse_end * 4 > kMaxTensorBytes) kCheck.fail_expected(kBad, "lse", kLimit, "more");
 }
 
 }  // namespace

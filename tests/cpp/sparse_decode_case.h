@@ -93,6 +93,53 @@ class FastNormal {
   uint64_t state_;
 };
 
+// An invalid index-list entry for a list over `rows` rows: -1 most often, else out of range
+// above or large negative.
+inline int32_t random_invalid_index(int64_t rows, std::mt19937& rng) {
+  const int64_t choices[] = {-1,
+                             -1,
+                             -1,
+                             rows,
+                             rows + 1,
+                             rows + 12345,
+                             std::numeric_limits<int32_t>::max(),
+                             std::numeric_limits<int32_t>::min(),
+                             -123456,
+                             -2};
+  const int64_t value = choices[std::uniform_int_distribution<int>(0, 9)(rng)];
+  return static_cast<int32_t>(std::clamp<int64_t>(value, std::numeric_limits<int32_t>::min(),
+                                                  std::numeric_limits<int32_t>::max()));
+}
+
+// attn_sink per head as `mode` says (empty for kNone). Ordinary values of kMixed are drawn from
+// N(typical_lse, spread^2) around a typical lse, so that the factor exp(lse) / (exp(lse) +
+// exp(sink)) is neither 0 nor 1.
+inline std::vector<float> random_attn_sink(SinkMode mode, int num_heads, float typical_lse,
+                                           float spread, std::mt19937& rng) {
+  std::uniform_int_distribution<int> kind(0, 3);
+  std::normal_distribution<float> around_lse(typical_lse, spread);
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> sink;
+  switch (mode) {
+    case SinkMode::kNone:
+      break;
+    case SinkMode::kMixed:
+      sink.resize(num_heads);
+      for (auto& v : sink) {
+        const int k = kind(rng);
+        v = k == 0 ? inf : k == 1 ? -inf : around_lse(rng);
+      }
+      break;
+    case SinkMode::kPlusInf:
+      sink.assign(num_heads, inf);
+      break;
+    case SinkMode::kMinusInf:
+      sink.assign(num_heads, -inf);
+      break;
+  }
+  return sink;
+}
+
 // The cache bytes, index lists and lengths of one token source.
 class SparseSourceHostData {
  public:
@@ -280,22 +327,7 @@ class SparseSourceHostData {
   }
 
   // An invalid entry: -1 most often, else out of range above or large negative.
-  int32_t invalid_index(std::mt19937& rng) const {
-    const int64_t slots = num_slots();
-    const int64_t choices[] = {-1,
-                               -1,
-                               -1,
-                               slots,
-                               slots + 1,
-                               slots + 12345,
-                               std::numeric_limits<int32_t>::max(),
-                               std::numeric_limits<int32_t>::min(),
-                               -123456,
-                               -2};
-    const int64_t value = choices[std::uniform_int_distribution<int>(0, 9)(rng)];
-    return static_cast<int32_t>(std::clamp<int64_t>(value, std::numeric_limits<int32_t>::min(),
-                                                    std::numeric_limits<int32_t>::max()));
-  }
+  int32_t invalid_index(std::mt19937& rng) const { return random_invalid_index(num_slots(), rng); }
 
   // Garbage past topk_length: a slot of a page nobody owns (a NaN row: reading it would show),
   // or an invalid entry.
@@ -421,28 +453,8 @@ class SparseDecodeHostData {
       extra.build(c.extra, c.format, d_qk_, b, c.seqlen_q, rng, uint64_t(c.seed) * 3 + 3);
     }
 
-    // Ordinary sink values are drawn around a typical lse (log of a few hundred tokens), so
-    // that the factor exp(lse) / (exp(lse) + exp(sink)) is neither 0 nor 1.
-    std::uniform_int_distribution<int> kind(0, 3);
-    std::normal_distribution<float> around_lse(4.f, 3.f);
-    constexpr float inf = std::numeric_limits<float>::infinity();
-    switch (c.sink) {
-      case SinkMode::kNone:
-        break;
-      case SinkMode::kMixed:
-        attn_sink.resize(c.num_heads_q);
-        for (auto& v : attn_sink) {
-          const int k = kind(rng);
-          v = k == 0 ? inf : k == 1 ? -inf : around_lse(rng);
-        }
-        break;
-      case SinkMode::kPlusInf:
-        attn_sink.assign(c.num_heads_q, inf);
-        break;
-      case SinkMode::kMinusInf:
-        attn_sink.assign(c.num_heads_q, -inf);
-        break;
-    }
+    // Ordinary sink values around a typical lse (log of a few hundred tokens).
+    attn_sink = random_attn_sink(c.sink, c.num_heads_q, 4.f, 3.f, rng);
   }
   SparseDecodeHostData(const SparseDecodeHostData&) = delete;
   SparseDecodeHostData& operator=(const SparseDecodeHostData&) = delete;

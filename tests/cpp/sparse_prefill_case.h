@@ -18,7 +18,7 @@
 #include "flashmla/sparse_prefill.h"
 #include "reference/half_convert.h"
 #include "reference/parallel_items.h"
-#include "sparse_decode_case.h"  // FastNormal, SinkMode, kBf16NaN
+#include "sparse_decode_case.h"  // FastNormal, SinkMode, kBf16NaN, random_*
 
 namespace flashmla::testing {
 
@@ -191,20 +191,7 @@ class SparsePrefillHostData {
 
   // An invalid entry: -1 most often, else out of range above or large negative.
   int32_t invalid_index(std::mt19937& rng) const {
-    const int64_t s_kv = c_.num_kv_tokens;
-    const int64_t choices[] = {-1,
-                               -1,
-                               -1,
-                               s_kv,
-                               s_kv + 1,
-                               s_kv + 12345,
-                               std::numeric_limits<int32_t>::max(),
-                               std::numeric_limits<int32_t>::min(),
-                               -123456,
-                               -2};
-    const int64_t value = choices[std::uniform_int_distribution<int>(0, 9)(rng)];
-    return static_cast<int32_t>(std::clamp<int64_t>(value, std::numeric_limits<int32_t>::min(),
-                                                    std::numeric_limits<int32_t>::max()));
+    return random_invalid_index(c_.num_kv_tokens, rng);
   }
 
   // Garbage past topk_length and in the stride padding: a NaN row (reading it would show), or
@@ -276,32 +263,11 @@ class SparsePrefillHostData {
     }
   }
 
-  // Ordinary sink values are drawn around a typical lse (log of the listed tokens), so that the
-  // factor exp(lse) / (exp(lse) + exp(sink)) is neither 0 nor 1.
+  // Ordinary sink values around a typical lse (log of the listed tokens).
   void fill_sink(std::mt19937& rng) {
     const SparsePrefillCase& c = c_;
-    constexpr float inf = std::numeric_limits<float>::infinity();
     const double typical = std::log(double(std::min<int64_t>(c.topk, c.num_kv_tokens))) + 0.5;
-    std::normal_distribution<float> around_lse(static_cast<float>(typical), 2.f);
-    std::uniform_int_distribution<int> kind(0, 3);
-    switch (c.sink) {
-      case SinkMode::kNone:
-        attn_sink.clear();
-        break;
-      case SinkMode::kMixed:
-        attn_sink.resize(c.num_heads_q);
-        for (auto& v : attn_sink) {
-          const int k = kind(rng);
-          v = k == 0 ? inf : k == 1 ? -inf : around_lse(rng);
-        }
-        break;
-      case SinkMode::kPlusInf:
-        attn_sink.assign(c.num_heads_q, inf);
-        break;
-      case SinkMode::kMinusInf:
-        attn_sink.assign(c.num_heads_q, -inf);
-        break;
-    }
+    attn_sink = random_attn_sink(c.sink, c.num_heads_q, static_cast<float>(typical), 2.f, rng);
   }
 
   SparsePrefillCase c_;

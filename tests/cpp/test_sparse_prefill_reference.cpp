@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "brute_force_check.h"
 #include "flashmla/sparse_prefill.h"
 #include "reference/half_convert.h"
 #include "reference/sparse_prefill_reference.h"
@@ -107,13 +108,6 @@ BruteResult brute_force(const SparsePrefillParams& p) {
   return r;
 }
 
-// Float results (rounded from double) against the long-double brute force: one float
-// rounding plus double accumulation error.
-bool close(float got, long double want) {
-  if (std::isinf(want)) return got == static_cast<float>(want);
-  return std::fabs(got - want) <= 1.5e-7L * std::fabs(want) + 1e-12L;
-}
-
 void expect_matches_brute_force(const SparsePrefillParams& p) {
   const Result got = run_reference(p, /*with_abs=*/true);
   const BruteResult want = brute_force(p);
@@ -122,20 +116,10 @@ void expect_matches_brute_force(const SparsePrefillParams& p) {
   EXPECT_EQ(got.max_logits, plain.max_logits);
   EXPECT_EQ(got.lse, plain.lse);
   int failures = 0;
-  const auto check = [&](const char* name, const std::vector<float>& g,
-                         const std::vector<long double>& w) {
-    ASSERT_EQ(g.size(), w.size()) << name;
-    for (size_t e = 0; e < w.size() && failures < 10; ++e) {
-      if (!close(g[e], w[e])) {
-        ADD_FAILURE() << name << "[" << e << "] = " << g[e] << ", brute force " << double(w[e]);
-        ++failures;
-      }
-    }
-  };
-  check("out", got.out, want.out);
-  check("max_logits", got.max_logits, want.max_logits);
-  check("lse", got.lse, want.lse);
-  check("out_abs", got.out_abs, want.out_abs);
+  testing::expect_close_to_brute_force("out", got.out, want.out, failures);
+  testing::expect_close_to_brute_force("max_logits", got.max_logits, want.max_logits, failures);
+  testing::expect_close_to_brute_force("lse", got.lse, want.lse, failures);
+  testing::expect_close_to_brute_force("out_abs", got.out_abs, want.out_abs, failures);
 }
 
 // ---------------------------------------------------------------------------------------

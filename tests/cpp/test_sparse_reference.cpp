@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "brute_force_check.h"
 #include "flashmla/kv_cache_format.h"
 #include "flashmla/sparse_decode.h"
 #include "kernels/common/fp8_convert.h"
@@ -170,13 +171,6 @@ BruteResult brute_force(const SparseDecodeParams& p) {
   return r;
 }
 
-// Float results (rounded from double) against the long-double brute force: one float
-// rounding plus double accumulation error.
-bool close(float got, long double want) {
-  if (std::isinf(want)) return got == static_cast<float>(want);
-  return std::fabs(got - want) <= 1.5e-7L * std::fabs(want) + 1e-12L;
-}
-
 void expect_matches_brute_force(const SparseDecodeParams& p) {
   const Result got = run_reference(p, /*extras=*/true);
   const BruteResult want = brute_force(p);
@@ -184,19 +178,10 @@ void expect_matches_brute_force(const SparseDecodeParams& p) {
   EXPECT_EQ(got.out, plain.out);
   EXPECT_EQ(got.lse, plain.lse);
   int failures = 0;
-  const auto check = [&](const char* name, const std::vector<float>& g,
-                         const std::vector<long double>& w) {
-    for (size_t e = 0; e < w.size() && failures < 10; ++e) {
-      if (!close(g[e], w[e])) {
-        ADD_FAILURE() << name << "[" << e << "] = " << g[e] << ", brute force " << double(w[e]);
-        ++failures;
-      }
-    }
-  };
-  check("out", got.out, want.out);
-  check("lse", got.lse, want.lse);
-  check("out_abs", got.out_abs, want.out_abs);
-  check("max_logit", got.max_logit, want.max_logit);
+  testing::expect_close_to_brute_force("out", got.out, want.out, failures);
+  testing::expect_close_to_brute_force("lse", got.lse, want.lse, failures);
+  testing::expect_close_to_brute_force("out_abs", got.out_abs, want.out_abs, failures);
+  testing::expect_close_to_brute_force("max_logit", got.max_logit, want.max_logit, failures);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -6,8 +6,6 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
-#include <optional>
-#include <ostream>
 #include <string>
 #include <vector>
 
@@ -21,7 +19,6 @@ namespace {
 using testing::expect_error_names;
 using testing::fake_pointer;
 using testing::misalign;
-using testing::test_name;
 
 // Densest strides of a source for the params' format.
 void set_dense_source_strides(const SparseDecodeParams& p, SparseTokenSource& s) {
@@ -173,16 +170,7 @@ TEST(ValidateSparseDecode, IgnoresTheExtraSizesWithoutExtraPointers) {
   EXPECT_NO_THROW(validate_sparse_decode(p));
 }
 
-struct Mutation {
-  const char* description;
-  std::function<void(SparseDecodeParams&)> mutate;
-  const char* argument;             // expected Error::argument()
-  std::optional<Error::Kind> kind;  // unset: either kind is a fair description
-};
-
-void PrintTo(const Mutation& m, std::ostream* os) {
-  *os << m.description;
-}
+using Mutation = testing::ParamsMutation<SparseDecodeParams>;
 
 using K = Error::Kind;
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
@@ -288,26 +276,13 @@ const std::vector<Mutation>& mutations() {
 class ValidateSparseDecodeRejects : public ::testing::TestWithParam<Mutation> {};
 
 TEST_P(ValidateSparseDecodeRejects, NamesTheArgument) {
-  const Mutation& mutation = GetParam();
-  SparseDecodeParams p = valid_params();
-  mutation.mutate(p);
-  try {
-    validate_sparse_decode(p);
-    FAIL() << mutation.description << ": accepted";
-  } catch (const Error& e) {
-    expect_error_names(e, mutation.description, mutation.argument, "sparse_decode: ");
-    if (mutation.kind) {
-      EXPECT_EQ(e.kind(), *mutation.kind) << mutation.description << ": " << e.what();
-    }
-  }
+  testing::expect_rejected(GetParam(), valid_params(), validate_sparse_decode, "sparse_decode: ");
 }
 
 // Test names say which argument each case covers: <argument>__<what is wrong>.
 INSTANTIATE_TEST_SUITE_P(Mutations, ValidateSparseDecodeRejects, ::testing::ValuesIn(mutations()),
                          [](const auto& info) {
-                           return test_name(
-                               std::string(info.param.argument) + "__" + info.param.description,
-                               info.index);
+                           return testing::mutation_test_name(info.param, info.index);
                          });
 
 // The workspace grows with the parts, the batch and the heads, and is never 0.

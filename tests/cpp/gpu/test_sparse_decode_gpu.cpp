@@ -30,6 +30,7 @@
 #include "reference/half_convert.h"
 #include "reference/kv_cache_reference.h"
 #include "reference/sparse_decode_reference.h"
+#include "sparse_reference_checks.h"
 
 namespace flashmla {
 namespace {
@@ -210,20 +211,9 @@ Reference compute_reference(const SparseDecodeHostData& host) {
 // Tolerances (FlashMLA's sparse-decode test): out passes where |err| < 1e-3 or
 // |err| / |ref| < 2.01/128 (ref: the reference rounded to bf16), with 1 - cos < 5e-6 over the
 // tensor; lse where |err| < 1e-6 or |err| / |ref| < 8.01/65536. An element that misses these
-// may pass by the rounding bounds of docs/testing.md:
-//  - out: the kernels round the softmax numerators P to bf16 before the P.V product, which
-//    alone allows |err| <= 2^-8 * sum_t w_t |v_t|; the final rounding adds 2^-8 * |ref|;
-//  - lse: the fp32 logits are off by about 2^-24 * |logit| per rounding: 2^-21 * (|max logit|
-//    + |ref| + the logit magnitude).
-// Elements passing only by the rounding bounds are counted and reported, not failed.
-bool out_within_fixed_tolerance(float err, float want) {
-  return err < 1e-3f || err / std::fabs(want) < 2.01f / 128;
-}
-bool lse_within_fixed_tolerance(float err, float want) {
-  return err < 1e-6f || err / std::fabs(want) < 8.01f / 65536;
-}
-constexpr double kPRoundingUnit = 0x1p-8;  // bf16
-constexpr double kLogitRoundingUnit = 0x1p-21;
+// may pass by the rounding bounds (sparse_reference_checks.h).
+constexpr testing::FixedTolerance kOutTolerance{1e-3f, 2.01f / 128};
+constexpr testing::FixedTolerance kLseTolerance{1e-6f, 8.01f / 65536};
 
 // `tag` distinguishes the reported properties of several comparisons in one test.
 void expect_matches_reference(const SparseDecodeHostData& host, const Reference& ref,
@@ -235,8 +225,8 @@ void expect_matches_reference(const SparseDecodeHostData& host, const Reference&
   const uint16_t poison = 0xffff;
 
   FailureLog out_log, lse_log, padding_log;
-  int64_t out_rounding_only = 0, lse_rounding_only = 0;
-  double dot = 0, norm_got = 0, norm_ref = 0;
+  testing::SparseOutCheck out_check(kOutTolerance);
+  testing::SparseStatCheck lse_check(kLseTolerance);
   for (int i = 0; i < b; ++i) {
     for (int s = 0; s < s_q; ++s) {
       for (int h = 0; h < h_q; ++h) {
@@ -246,28 +236,10 @@ void expect_matches_reference(const SparseDecodeHostData& host, const Reference&
         for (int d = 0; d < d_v; ++d) {
           const float got = reference::bf16_bits_to_float(got_row[d]);
           const float exact = ref.out[row * d_v + d];
-          const float want = reference::round_to_dtype(ScalarType::kBFloat16, exact);
-          const float err = std::fabs(got - want);
-          bool ok;
-          if (attends_to_nothing) {
-            ok = got == 0.f;  // nothing to attend: exactly 0
-          } else if (std::isnan(got) || std::isinf(got) != std::isinf(want)) {
-            ok = false;
-          } else if (out_within_fixed_tolerance(err, want)) {
-            ok = true;
-          } else {
-            const double bound =
-                kPRoundingUnit * (double(ref.out_abs[row * d_v + d]) + std::fabs(exact));
-            ok = double(std::fabs(got - exact)) <= bound;
-            if (ok) ++out_rounding_only;
-          }
-          if (!ok) {
+          if (!out_check.check(got, exact, ref.out_abs[row * d_v + d], attends_to_nothing)) {
             out_log.add("out[", i, ", ", s, ", ", h, ", ", d, "] = ", got, ", reference ", exact,
                         ", sum w|v| ", ref.out_abs[row * d_v + d]);
           }
-          dot += double(got) * want;
-          norm_got += double(got) * got;
-          norm_ref += double(want) * want;
         }
         for (int64_t d = d_v; d < outputs.head_stride; ++d) {
           if (got_row[d] != poison) {
@@ -279,29 +251,14 @@ void expect_matches_reference(const SparseDecodeHostData& host, const Reference&
   }
   EXPECT_EQ(out_log.count(), 0) << out_log.report("out");
   EXPECT_EQ(padding_log.count(), 0) << padding_log.report("out row padding was written");
-  if (norm_ref > 0 || norm_got > 0) {
-    const double cosine = dot / std::sqrt(norm_got * norm_ref);
-    EXPECT_LT(1.0 - cosine, 5e-6) << "cosine similarity of out vs reference: " << cosine;
-  }
+  out_check.expect_cosine_within(5e-6);
 
   for (int i = 0; i < b; ++i) {
     for (int h = 0; h < h_q; ++h) {
       for (int s = 0; s < s_q; ++s) {
         const size_t e = (size_t(i) * h_q + h) * s_q + s;
         const float got = lse[e], want = ref.lse[e];
-        const float err = std::fabs(got - want);
-        bool ok;
-        if (std::isinf(want) || std::isinf(got) || std::isnan(got)) {
-          ok = got == want;  // +inf exactly where nothing is attended, finite elsewhere
-        } else if (lse_within_fixed_tolerance(err, want)) {
-          ok = true;
-        } else {
-          const double bound = kLogitRoundingUnit * (std::fabs(double(ref.max_logit[e])) +
-                                                     std::fabs(want) + ref.logit_magnitude);
-          ok = double(err) <= bound;
-          if (ok) ++lse_rounding_only;
-        }
-        if (!ok) {
+        if (!lse_check.check(got, want, ref.max_logit[e], ref.logit_magnitude)) {
           lse_log.add("lse[", i, ", ", h, ", ", s, "] = ", got, ", reference ", want,
                       ", max logit ", ref.max_logit[e]);
         }
@@ -310,7 +267,7 @@ void expect_matches_reference(const SparseDecodeHostData& host, const Reference&
   }
   EXPECT_EQ(lse_log.count(), 0) << lse_log.report("lse");
 
-  testing::report_rounding_only(tag, "bf16", out_rounding_only, lse_rounding_only);
+  testing::report_rounding_only(tag, "bf16", out_check.rounding_only(), lse_check.rounding_only());
 }
 
 // ---------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@
 #include "reference/half_convert.h"
 #include "reference/parallel_items.h"
 #include "reference/sparse_prefill_reference.h"
+#include "sparse_reference_checks.h"
 
 namespace flashmla {
 namespace {
@@ -250,20 +251,9 @@ Reference compute_reference(const SparsePrefillHostData& host,
 // Tolerances (FlashMLA's sparse-prefill test): out passes where |err| < 8e-4 or
 // |err| / |ref| < 3.01/128 (ref: the reference rounded to bf16), with 1 - cos < 7e-6 over the
 // checked tokens; max_logits and lse where |err| < 1e-6 or |err| / |ref| < 2.01/65536. An
-// element that misses these may pass by the rounding bounds of docs/testing.md:
-//  - out: the kernel rounds the softmax numerators P to bf16 before the P.V product, which
-//    alone allows |err| <= 2^-8 * sum_t w_t |v_t|; the final rounding adds 2^-8 * |ref|;
-//  - max_logits and lse: the fp32 logits are off by about 2^-24 * |logit| per rounding:
-//    2^-21 * (|max logit| + |ref| + the logit magnitude).
-// Elements passing only by the rounding bounds are counted and reported, not failed.
-bool out_within_fixed_tolerance(float err, float want) {
-  return err < 8e-4f || err / std::fabs(want) < 3.01f / 128;
-}
-bool stat_within_fixed_tolerance(float err, float want) {
-  return err < 1e-6f || err / std::fabs(want) < 2.01f / 65536;
-}
-constexpr double kPRoundingUnit = 0x1p-8;  // bf16
-constexpr double kLogitRoundingUnit = 0x1p-21;
+// element that misses these may pass by the rounding bounds (sparse_reference_checks.h).
+constexpr testing::FixedTolerance kOutTolerance{8e-4f, 3.01f / 128};
+constexpr testing::FixedTolerance kStatTolerance{1e-6f, 2.01f / 65536};
 
 struct DownloadedOutputs {
   explicit DownloadedOutputs(const DeviceOutputs& d)
@@ -346,8 +336,9 @@ void expect_matches_reference(const SparsePrefillHostData& host,
   const int h_q = p.num_heads_q, d_v = p.head_dim_v;
 
   FailureLog out_log, max_log, lse_log;
-  int64_t out_rounding_only = 0, max_rounding_only = 0, lse_rounding_only = 0;
-  double dot = 0, norm_got = 0, norm_ref = 0;
+  testing::SparseOutCheck out_check(kOutTolerance);
+  // max_logits and lse: the same rules (the reference's max_logits is ref.max_logit).
+  testing::SparseStatCheck max_check(kStatTolerance), lse_check(kStatTolerance);
   size_t at = 0;  // head row in the reference
   for (const RowRange& range : ranges) {
     for (int64_t s = range.first; s < range.first + range.count; ++s) {
@@ -358,70 +349,37 @@ void expect_matches_reference(const SparsePrefillHostData& host,
         for (int d = 0; d < d_v; ++d) {
           const float g = reference::bf16_bits_to_float(got_row[d]);
           const float exact = ref.out[at * d_v + d];
-          const float want = reference::round_to_dtype(ScalarType::kBFloat16, exact);
-          const float err = std::fabs(g - want);
-          bool ok;
-          if (attends_to_nothing) {
-            ok = g == 0.f;  // nothing to attend: exactly 0
-          } else if (std::isnan(g) || std::isinf(g) != std::isinf(want)) {
-            ok = false;
-          } else if (out_within_fixed_tolerance(err, want)) {
-            ok = true;
-          } else {
-            const double bound =
-                kPRoundingUnit * (double(ref.out_abs[at * d_v + d]) + std::fabs(exact));
-            ok = double(std::fabs(g - exact)) <= bound;
-            if (ok) ++out_rounding_only;
-          }
-          if (!ok) {
+          if (!out_check.check(g, exact, ref.out_abs[at * d_v + d], attends_to_nothing)) {
             out_log.add("out[", s, ", ", h, ", ", d, "] = ", g, ", reference ", exact,
                         ", sum w|v| ", ref.out_abs[at * d_v + d]);
           }
-          dot += double(g) * want;
-          norm_got += double(g) * g;
-          norm_ref += double(want) * want;
         }
 
-        // max_logits and lse: the same rules (the reference's max_logits is ref.max_logit).
-        const auto check_stat = [&](float g, float want, FailureLog& log, int64_t& rounding_only,
-                                    const char* name) {
-          const float err = std::fabs(g - want);
-          bool ok;
-          if (std::isinf(want) || std::isinf(g) || std::isnan(g)) {
-            ok = g == want;  // +-inf exactly where nothing is attended, finite elsewhere
-          } else if (stat_within_fixed_tolerance(err, want)) {
-            ok = true;
-          } else {
-            const double bound = kLogitRoundingUnit * (std::fabs(double(ref.max_logit[at])) +
-                                                       std::fabs(want) + ref.logit_magnitude);
-            ok = double(err) <= bound;
-            if (ok) ++rounding_only;
-          }
-          if (!ok) {
+        const auto check_stat = [&](float g, float want, testing::SparseStatCheck& check,
+                                    FailureLog& log, const char* name) {
+          if (!check.check(g, want, ref.max_logit[at], ref.logit_magnitude)) {
             log.add(name, "[", s, ", ", h, "] = ", g, ", reference ", want, ", max logit ",
                     ref.max_logit[at]);
           }
         };
         check_stat(got.max_logits[size_t(s) * layout.max_logits_seq_stride + h], ref.max_logit[at],
-                   max_log, max_rounding_only, "max_logits");
-        check_stat(got.lse[size_t(s) * layout.lse_seq_stride + h], ref.lse[at], lse_log,
-                   lse_rounding_only, "lse");
+                   max_check, max_log, "max_logits");
+        check_stat(got.lse[size_t(s) * layout.lse_seq_stride + h], ref.lse[at], lse_check, lse_log,
+                   "lse");
       }
     }
   }
   EXPECT_EQ(out_log.count(), 0) << out_log.report("out");
-  if (norm_ref > 0 || norm_got > 0) {
-    const double cosine = dot / std::sqrt(norm_got * norm_ref);
-    EXPECT_LT(1.0 - cosine, 7e-6) << "cosine similarity of out vs reference: " << cosine;
-  }
+  out_check.expect_cosine_within(7e-6);
   EXPECT_EQ(max_log.count(), 0) << max_log.report("max_logits");
   EXPECT_EQ(lse_log.count(), 0) << lse_log.report("lse");
 
-  testing::report_rounding_only(tag, "bf16", out_rounding_only, lse_rounding_only);
+  testing::report_rounding_only(tag, "bf16", out_check.rounding_only(), lse_check.rounding_only());
   ::testing::Test::RecordProperty("max_logits_rounding_only" + tag,
-                                  std::to_string(max_rounding_only));
+                                  std::to_string(max_check.rounding_only()));
   std::printf("%smax_logits: %lld elements within the fp32 logit-rounding bound only\n",
-              tag.empty() ? "" : (tag + " ").c_str(), static_cast<long long>(max_rounding_only));
+              tag.empty() ? "" : (tag + " ").c_str(),
+              static_cast<long long>(max_check.rounding_only()));
   const int64_t rows = total_rows(ranges);
   if (rows < p.seqlen_q) {
     std::printf("%sreference checked on %lld of %d query tokens (%zu runs)\n",
