@@ -1,6 +1,7 @@
-"""What the decode benchmarks (bench_dense_decode.py, bench_sparse_decode.py) share: the
-anchor-table choice, the CUDA-event timing with an L2 flush, the common command-line options
-and the JSON result file. Imported by the scripts from their own directory."""
+"""What the benchmarks (bench_dense_decode.py, bench_sparse_decode.py, bench_sparse_prefill.py)
+share: the anchor-table choice and lookup, the case filters, the case loop of main(), the CUDA-event timing
+with an L2 flush, the NaN check, the common command-line options, the result table and the JSON
+result file. Imported by the scripts from their own directory."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 import re
 import statistics
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 
@@ -20,6 +21,66 @@ def anchor_table(device_name: str, anchors: dict) -> tuple[str, dict]:
     """The anchor figures of the GPU the benchmark runs on (H200, else H100)."""
     gpu = "H200" if "H200" in device_name else "H100"
     return gpu, anchors[gpu]
+
+
+def anchor_figures(anchors: dict, key, anchor_flops: float) -> tuple:
+    """(TFLOP/s, time in us) of the anchor row `key`, (None, None) without one. Where the table
+    gives only TFLOP/s, the time is anchor_flops (the FLOPs the anchor counts) / TFLOP/s."""
+    tflops, time = anchors.get(key, (None, None))
+    if tflops is not None and time is None:
+        time = anchor_flops / tflops / 1e6
+    return tflops, time
+
+
+def select_cases(cases: Iterable, args: argparse.Namespace, name: str, *fields: str) -> list:
+    """The cases whose attribute `field` is among the values of the option --field (unset: any
+    value), for each of `fields` ("s_k", "h_q", ...); says so when none is left."""
+    selected = [
+        case
+        for case in cases
+        if all(not getattr(args, f) or getattr(case, f) in getattr(args, f) for f in fields)
+    ]
+    if not selected:
+        options = " / ".join("--" + f.replace("_", "-") for f in fields)
+        print(f"bench_{name}: no case matches the {options} filters")
+    return selected
+
+
+def run_benchmark(
+    name: str,
+    args: argparse.Namespace,
+    anchor_tables: dict,
+    cases: Iterable,
+    run_case: Callable,
+    progress: Callable,
+    print_results: Callable,
+    **extra: str,
+) -> int:
+    """What main() does once the options are read: run_case(case, args, anchors) for each case
+    with the anchor figures of this GPU, printing progress(case, result) as each one ends; then
+    print_results(results, gpu) and the JSON file (`extra` entries as in write_results)."""
+    device_name = torch.cuda.get_device_name()
+    gpu, anchors = anchor_table(device_name, anchor_tables)
+    results = []
+    for case in cases:
+        result = run_case(case, args, anchors)
+        torch.cuda.empty_cache()  # frees this case's inputs first (decode caches are GBs)
+        print(progress(case, result), flush=True)
+        results.append(result)
+    print_results(results, gpu)
+    write_results(name, args.json, device_name, gpu, args, results, **extra)
+    return 0
+
+
+def checked_sequences(b: int, check_all: bool) -> list[int]:
+    """The sequences compared with the reference: all with --check, else every (b // 8)-th."""
+    return list(range(b)) if check_all else sorted(set(range(0, b, max(b // 8, 1))))
+
+
+def assert_no_nan(label: str, *outputs: torch.Tensor) -> None:
+    """Every case's outputs are looked at, even with --no-check."""
+    if any(bool(torch.isnan(t).any()) for t in outputs):
+        raise AssertionError(f"NaN in the output of case {label}")
 
 
 def time_us(fn, warmup: int, reps: int) -> float:
@@ -53,6 +114,24 @@ def add_common_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         default=None,
         help=f"output path (default: bench/results/{name}_<device>.json)",
     )
+
+
+def or_dash(value: Optional[float], spec: str) -> str:
+    """`value` formatted with `spec`, or "-" where there is none (no anchor row)."""
+    return format(value, spec) if value else "-"
+
+
+def print_table(title: str, columns: Sequence[tuple], rows: Iterable[Sequence]) -> None:
+    """The table after the runs: `title`, the header, a rule and a line per row. A column is
+    (name, width, format spec of its values: ".1f", or "" for text and integers); values and
+    names are right-aligned to the width."""
+    print(f"\n{title}")
+    header = " ".join(f"{name:>{width}}" for name, width, _ in columns)
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        cells = (format(value, f">{width}{spec}") for value, (_, width, spec) in zip(row, columns))
+        print(" ".join(cells))
 
 
 def write_results(

@@ -31,7 +31,15 @@ from flash_mla.testing import check_decode_against_reference, make_decode_inputs
 
 # The shared timing / JSON code next to this script, whatever the working directory.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import add_common_arguments, anchor_table, time_us, write_results  # noqa: E402
+from bench_common import (  # noqa: E402
+    add_common_arguments,
+    assert_no_nan,
+    checked_sequences,
+    or_dash,
+    print_table,
+    run_benchmark,
+    time_us,
+)
 
 B, D_QK, D_V, H_KV, PAGE = 128, 576, 512, 1, 64
 S_KS = (4096, 8192, 16384, 32768)
@@ -110,11 +118,10 @@ def run_case(h_q, s_q, causal, s_k, args, anchors) -> Result:
         )
 
     out, lse = call()
-    if torch.isnan(out).any() or torch.isnan(lse).any():
-        raise AssertionError(f"NaN in the output of case h_q={h_q} s_q={s_q} s_k={s_k}")
+    assert_no_nan(f"h_q={h_q} s_q={s_q} s_k={s_k}", out, lse)
     checked = "no NaN"
     if not args.no_check:
-        rows = list(range(B)) if args.check else list(range(0, B, B // 8))
+        rows = checked_sequences(B, args.check)
         check_decode_against_reference(
             inputs, out[rows], lse[rows], D_V, causal=causal, batch_indices=rows
         )
@@ -145,24 +152,36 @@ def run_case(h_q, s_q, causal, s_k, args, anchors) -> Result:
     )
 
 
-def print_table(results: list[Result], gpu: str) -> None:
-    print(
-        f"\nDense decode, b {B}, d_qk {D_QK}, d_v {D_V}, h_kv {H_KV}, page {PAGE}, bf16, varlen "
-        f"(whole operation; anchor = FlashMLA on {gpu}, split-KV kernel only)"
+def print_results(results: list[Result], gpu: str) -> None:
+    print_table(
+        f"Dense decode, b {B}, d_qk {D_QK}, d_v {D_V}, h_kv {H_KV}, page {PAGE}, bf16, varlen "
+        f"(whole operation; anchor = FlashMLA on {gpu}, split-KV kernel only)",
+        [
+            ("h_q", 4, ""),
+            ("s_q", 3, ""),
+            ("causal", 6, ""),
+            ("s_k", 6, ""),
+            ("time us", 9, ".1f"),
+            ("TFLOP/s", 8, ".1f"),
+            ("GB/s", 7, ".0f"),
+            ("anchor", 12, ""),
+            ("ratio", 6, ""),
+        ],
+        [
+            (
+                r.h_q,
+                r.s_q,
+                "yes" if r.causal else "no",
+                r.s_k,
+                r.time_us,
+                r.tflops,
+                r.gbps,
+                f"{r.anchor:g} {'TF' if r.metric == 'TFLOP/s' else 'GB/s'}" if r.anchor else "-",
+                or_dash(r.ratio, ".3f"),
+            )
+            for r in results
+        ],
     )
-    header = (
-        f"{'h_q':>4} {'s_q':>3} {'causal':>6} {'s_k':>6} {'time us':>9} {'TFLOP/s':>8} "
-        f"{'GB/s':>7} {'anchor':>12} {'ratio':>6}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        anchor = f"{r.anchor:g} {'TF' if r.metric == 'TFLOP/s' else 'GB/s'}" if r.anchor else "-"
-        ratio = f"{r.ratio:.3f}" if r.ratio else "-"
-        print(
-            f"{r.h_q:>4} {r.s_q:>3} {'yes' if r.causal else 'no':>6} {r.s_k:>6} {r.time_us:>9.1f} "
-            f"{r.tflops:>8.1f} {r.gbps:>7.0f} {anchor:>12} {ratio:>6}"
-        )
 
 
 def main() -> int:
@@ -172,26 +191,24 @@ def main() -> int:
     add_common_arguments(parser, "dense_decode")
     args = parser.parse_args()
 
-    device_name = torch.cuda.get_device_name()
-    gpu, anchors = anchor_table(device_name, ANCHORS)
-    results = []
-    for h_q, s_q, causal in ROWS:
-        if args.h_q and h_q not in args.h_q:
-            continue
-        for s_k in args.s_k:
-            r = run_case(h_q, s_q, causal, s_k, args, anchors)
-            torch.cuda.empty_cache()  # the next case's cache is as large (GBs)
-            print(
-                f"h_q {h_q:3d} s_q {s_q} causal {causal!s:5} s_k {s_k:5d}: {r.time_us:8.1f} us "
-                f"{r.tflops:6.1f} TFLOP/s {r.gbps:6.0f} GB/s ratio {r.ratio or 0:.3f} "
-                f"({r.checked})",
-                flush=True,
-            )
-            results.append(r)
-
-    print_table(results, gpu)
-    write_results("dense_decode", args.json, device_name, gpu, args, results)
-    return 0
+    cases = [
+        (h_q, s_q, causal, s_k)
+        for h_q, s_q, causal in ROWS
+        if not args.h_q or h_q in args.h_q
+        for s_k in args.s_k
+    ]
+    return run_benchmark(
+        "dense_decode",
+        args,
+        ANCHORS,
+        cases,
+        lambda case, args, anchors: run_case(*case, args, anchors),
+        lambda case, r: (
+            f"h_q {r.h_q:3d} s_q {r.s_q} causal {r.causal!s:5} s_k {r.s_k:5d}: {r.time_us:8.1f} us "
+            f"{r.tflops:6.1f} TFLOP/s {r.gbps:6.0f} GB/s ratio {r.ratio or 0:.3f} ({r.checked})"
+        ),
+        print_results,
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 import flash_mla
 from flash_mla.testing import (
     SparseDecodeInputs,
@@ -46,7 +44,17 @@ from flash_mla.testing import (
 
 # The shared timing / JSON code next to this script, whatever the working directory.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import add_common_arguments, anchor_table, time_us, write_results  # noqa: E402
+from bench_common import (  # noqa: E402
+    add_common_arguments,
+    anchor_figures,
+    assert_no_nan,
+    checked_sequences,
+    or_dash,
+    print_table,
+    run_benchmark,
+    select_cases,
+    time_us,
+)
 
 S_Q, D_V = 2, 512
 LAYOUTS = {"V3.2": ("v32", 576, 656), "MODEL1": ("model1", 512, 584)}
@@ -182,15 +190,10 @@ def run_case(case: Case, args, anchors: dict) -> Result:
         )
 
     out, lse = call()  # plans into `sched`
-    if torch.isnan(out).any() or torch.isnan(lse).any():
-        raise AssertionError(f"NaN in the output of case {case.label}")
+    assert_no_nan(case.label, out, lse)
     checked = "no NaN"
     if not args.no_check:
-        rows = (
-            list(range(case.b))
-            if args.check
-            else sorted(set(range(0, case.b, max(case.b // 8, 1))))
-        )
+        rows = checked_sequences(case.b, args.check)
         check_sparse_decode_against_reference(inputs, out[rows], lse[rows], D_V, batch_indices=rows)
         checked = f"reference, {len(rows)} of {case.b} sequences"
 
@@ -202,10 +205,11 @@ def run_case(case: Case, args, anchors: dict) -> Result:
     nbytes = retrieved * row_bytes
     tflops, gbps = flops / t / 1e6, nbytes / t / 1e3
 
-    anchor_tflops, anchor_time = anchors.get(case.key, (None, None))
-    if anchor_tflops is not None and anchor_time is None:
-        all_entries = case.b * S_Q * (case.topk + case.extra_topk)
-        anchor_time = all_entries * case.h_q * 2 * (d_qk + D_V) / anchor_tflops / 1e6
+    # The anchor figures count every top-k entry as attended.
+    all_entries = case.b * S_Q * (case.topk + case.extra_topk)
+    anchor_tflops, anchor_time = anchor_figures(
+        anchors, case.key, all_entries * case.h_q * 2 * (d_qk + D_V)
+    )
     return Result(
         layout=case.layout,
         h_q=case.h_q,
@@ -229,29 +233,44 @@ def run_case(case: Case, args, anchors: dict) -> Result:
     )
 
 
-def print_table(results: list[Result], gpu: str) -> None:
-    print(
-        f"\nSparse decode, FP8 KV cache, s_q {S_Q}, h_kv 1, d_v {D_V} (whole operation; anchor = "
-        f"FlashMLA on {gpu}, split-KV start to combine end)"
+def print_results(results: list[Result], gpu: str) -> None:
+    print_table(
+        f"Sparse decode, FP8 KV cache, s_q {S_Q}, h_kv 1, d_v {D_V} (whole operation; anchor = "
+        f"FlashMLA on {gpu}, split-KV start to combine end)",
+        [
+            ("layout", 6, ""),
+            ("h_q", 4, ""),
+            ("topk", 10, ""),
+            ("s_k", 6, ""),
+            ("b", 4, ""),
+            ("attended", 9, ".0f"),
+            ("time us", 9, ".1f"),
+            ("TFLOP/s", 8, ".1f"),
+            ("GB/s", 6, ".0f"),
+            ("anchor TF", 9, ""),
+            ("anchor us", 9, ""),
+            ("ratio", 6, ""),
+            ("t ratio", 7, ""),
+        ],
+        [
+            (
+                r.layout,
+                r.h_q,
+                f"{r.topk}+{r.extra_topk}" if r.extra_topk else str(r.topk),
+                r.s_k,
+                r.b,
+                r.mean_attended,
+                r.time_us,
+                r.tflops,
+                r.gbps,
+                or_dash(r.anchor_tflops, "g"),
+                or_dash(r.anchor_time_us, ".1f"),
+                or_dash(r.ratio, ".3f"),
+                or_dash(r.time_ratio, ".3f"),
+            )
+            for r in results
+        ],
     )
-    header = (
-        f"{'layout':>6} {'h_q':>4} {'topk':>10} {'s_k':>6} {'b':>4} {'attended':>9} "
-        f"{'time us':>9} {'TFLOP/s':>8} {'GB/s':>6} {'anchor TF':>9} {'anchor us':>9} "
-        f"{'ratio':>6} {'t ratio':>7}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        topk = f"{r.topk}+{r.extra_topk}" if r.extra_topk else str(r.topk)
-        anchor_tf = f"{r.anchor_tflops:g}" if r.anchor_tflops else "-"
-        anchor_us = f"{r.anchor_time_us:.1f}" if r.anchor_time_us else "-"
-        ratio = f"{r.ratio:.3f}" if r.ratio else "-"
-        time_ratio = f"{r.time_ratio:.3f}" if r.time_ratio else "-"
-        print(
-            f"{r.layout:>6} {r.h_q:>4} {topk:>10} {r.s_k:>6} {r.b:>4} {r.mean_attended:>9.0f} "
-            f"{r.time_us:>9.1f} {r.tflops:>8.1f} {r.gbps:>6.0f} {anchor_tf:>9} {anchor_us:>9} "
-            f"{ratio:>6} {time_ratio:>7}"
-        )
 
 
 def main() -> int:
@@ -262,41 +281,21 @@ def main() -> int:
     add_common_arguments(parser, "sparse_decode")
     args = parser.parse_args()
 
-    device_name = torch.cuda.get_device_name()
-    gpu, anchors = anchor_table(device_name, ANCHORS)
-    cases = [
-        c
-        for c in CASES
-        if (not args.s_k or c.s_k in args.s_k)
-        and (not args.h_q or c.h_q in args.h_q)
-        and (not args.layout or c.layout in args.layout)
-    ]
-    if not cases:
-        print("bench_sparse_decode: no case matches the --s-k / --h-q / --layout filters")
-    results = []
-    for case in cases:
-        r = run_case(case, args, anchors)
-        torch.cuda.empty_cache()  # the next case's cache is as large (GBs)
-        ratios = "" if r.ratio is None else f" ratio {r.ratio:.3f} time ratio {r.time_ratio:.3f}"
-        print(
-            f"{case.label}: {r.time_us:8.1f} us {r.tflops:6.1f} TFLOP/s {r.gbps:6.0f} GB/s"
-            f"{ratios} ({r.checked})",
-            flush=True,
-        )
-        results.append(r)
-
-    print_table(results, gpu)
-    write_results(
+    return run_benchmark(
         "sparse_decode",
-        args.json,
-        device_name,
-        gpu,
         args,
-        results,
+        ANCHORS,
+        select_cases(CASES, args, "sparse_decode", "s_k", "h_q", "layout"),
+        run_case,
+        lambda case, r: (
+            f"{case.label}: {r.time_us:8.1f} us {r.tflops:6.1f} TFLOP/s {r.gbps:6.0f} GB/s"
+            + ("" if r.ratio is None else f" ratio {r.ratio:.3f} time ratio {r.time_ratio:.3f}")
+            + f" ({r.checked})"
+        ),
+        print_results,
         flops="b * s_q * h_q * valid entries (main + extra) * 2 * (d_qk + d_v)",
         bytes="distinct retrieved cache rows * (656 V3.2, 584 MODEL1)",
     )
-    return 0
 
 
 if __name__ == "__main__":

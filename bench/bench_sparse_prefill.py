@@ -33,8 +33,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 import flash_mla
 from flash_mla.testing import (
     SparsePrefillInputs,
@@ -45,7 +43,16 @@ from flash_mla.testing import (
 
 # The shared timing / JSON code next to this script, whatever the working directory.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import add_common_arguments, anchor_table, time_us, write_results  # noqa: E402
+from bench_common import (  # noqa: E402
+    add_common_arguments,
+    anchor_figures,
+    assert_no_nan,
+    or_dash,
+    print_table,
+    run_benchmark,
+    select_cases,
+    time_us,
+)
 
 S_Q, D_V = 4096, 512
 LAYOUTS = {"V3.2": 576, "MODEL1": 512}
@@ -148,8 +155,7 @@ def run_case(case: Case, args, anchors: dict) -> Result:
         return flash_mla.flash_mla_sparse_fwd(*inputs.args(), **inputs.kwargs())
 
     out, max_logits, lse = call()
-    if any(bool(torch.isnan(t).any()) for t in (out, max_logits, lse)):
-        raise AssertionError(f"NaN in the output of case {case.label}")
+    assert_no_nan(case.label, out, max_logits, lse)
     checked = "no NaN"
     if not args.no_check:
         rows = list(range(S_Q)) if args.check else sample_rows(args.sample_rows)
@@ -160,9 +166,7 @@ def run_case(case: Case, args, anchors: dict) -> Result:
     t = time_us(call, args.warmup, args.reps)
     flops = sparse_prefill_flops(S_Q, case.h_q, case.topk, case.d_qk, D_V)
     tflops = flops / t / 1e6
-    anchor_tflops, anchor_time = anchors.get(case.key, (None, None))
-    if anchor_tflops is not None and anchor_time is None:
-        anchor_time = flops / anchor_tflops / 1e6
+    anchor_tflops, anchor_time = anchor_figures(anchors, case.key, flops)
     return Result(
         layout=case.layout,
         d_qk=case.d_qk,
@@ -179,25 +183,38 @@ def run_case(case: Case, args, anchors: dict) -> Result:
     )
 
 
-def print_table(results: list[Result], gpu: str) -> None:
-    print(
-        f"\nSparse prefill, BF16, s_q {S_Q}, h_kv 1, d_v {D_V}, attn_sink on (whole operation; "
-        f"anchor = FlashMLA on {gpu}, its kernel)"
+def print_results(results: list[Result], gpu: str) -> None:
+    print_table(
+        f"Sparse prefill, BF16, s_q {S_Q}, h_kv 1, d_v {D_V}, attn_sink on (whole operation; "
+        f"anchor = FlashMLA on {gpu}, its kernel)",
+        [
+            ("layout", 6, ""),
+            ("d_qk", 4, ""),
+            ("h_q", 4, ""),
+            ("topk", 5, ""),
+            ("s_kv", 6, ""),
+            ("time us", 9, ".1f"),
+            ("TFLOP/s", 8, ".1f"),
+            ("anchor TF", 9, ""),
+            ("anchor us", 9, ""),
+            ("ratio", 6, ""),
+        ],
+        [
+            (
+                r.layout,
+                r.d_qk,
+                r.h_q,
+                r.topk,
+                r.s_kv,
+                r.time_us,
+                r.tflops,
+                or_dash(r.anchor_tflops, "g"),
+                or_dash(r.anchor_time_us, ".0f"),
+                or_dash(r.ratio, ".3f"),
+            )
+            for r in results
+        ],
     )
-    header = (
-        f"{'layout':>6} {'d_qk':>4} {'h_q':>4} {'topk':>5} {'s_kv':>6} {'time us':>9} "
-        f"{'TFLOP/s':>8} {'anchor TF':>9} {'anchor us':>9} {'ratio':>6}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        anchor_tf = f"{r.anchor_tflops:g}" if r.anchor_tflops else "-"
-        anchor_us = f"{r.anchor_time_us:.0f}" if r.anchor_time_us else "-"
-        ratio = f"{r.ratio:.3f}" if r.ratio else "-"
-        print(
-            f"{r.layout:>6} {r.d_qk:>4} {r.h_q:>4} {r.topk:>5} {r.s_kv:>6} {r.time_us:>9.1f} "
-            f"{r.tflops:>8.1f} {anchor_tf:>9} {anchor_us:>9} {ratio:>6}"
-        )
 
 
 def main() -> int:
@@ -218,40 +235,21 @@ def main() -> int:
     add_common_arguments(parser, "sparse_prefill")
     args = parser.parse_args()
 
-    device_name = torch.cuda.get_device_name()
-    gpu, anchors = anchor_table(device_name, ANCHORS)
-    cases = [
-        c
-        for c in CASES
-        if (not args.s_kv or c.s_kv in args.s_kv)
-        and (not args.h_q or c.h_q in args.h_q)
-        and (not args.layout or c.layout in args.layout)
-    ]
-    if not cases:
-        print("bench_sparse_prefill: no case matches the --s-kv / --h-q / --layout filters")
-    results = []
-    for case in cases:
-        r = run_case(case, args, anchors)
-        torch.cuda.empty_cache()
-        ratio = "" if r.ratio is None else f" ratio {r.ratio:.3f}"
-        print(
-            f"{case.label}: {r.time_us:8.1f} us {r.tflops:6.1f} TFLOP/s{ratio} ({r.checked})",
-            flush=True,
-        )
-        results.append(r)
-
-    print_table(results, gpu)
-    write_results(
+    return run_benchmark(
         "sparse_prefill",
-        args.json,
-        device_name,
-        gpu,
         args,
-        results,
+        ANCHORS,
+        select_cases(CASES, args, "sparse_prefill", "s_kv", "h_q", "layout"),
+        run_case,
+        lambda case, r: (
+            f"{case.label}: {r.time_us:8.1f} us {r.tflops:6.1f} TFLOP/s"
+            + ("" if r.ratio is None else f" ratio {r.ratio:.3f}")
+            + f" ({r.checked})"
+        ),
+        print_results,
         operation="sparse_prefill",
         flops="s_q * h_q * topk * 2 * (d_qk + d_v)",
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -145,6 +145,42 @@ ROUNDING_BOUND_STATS = {
 }
 
 
+def _out_rounding_bound(
+    dtype: torch.dtype, out_abs: torch.Tensor, ref_out: torch.Tensor
+) -> torch.Tensor:
+    """u * (sum_t w_t |v_t| + |ref|): P is rounded to `dtype` (unit roundoff u) before P V."""
+    return UNIT_ROUNDOFF[dtype] * (out_abs.double() + ref_out.double().abs())
+
+
+def _lse_rounding_bound(ref: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """2^-21 * (logit_scale + |ref|) for lse or max_logits, 0 where ref is not finite."""
+    finite = ref.isfinite()
+    return LSE_ROUNDING * torch.where(finite, logit_scale.double() + ref.double().abs(), 0.0)
+
+
+def _record_rounding_bound_counts(out_elements: int, counts: dict[str, int]) -> dict[str, int]:
+    """Adds one check's counts of elements that passed only by the rounding bounds ({"out": n,
+    "lse": n, ...}) to ROUNDING_BOUND_STATS; returns them under the names the stats use."""
+    ROUNDING_BOUND_STATS["checks"] += 1
+    ROUNDING_BOUND_STATS["out_elements"] += out_elements
+    named = {f"{name}_within_rounding_bound_only": n for name, n in counts.items()}
+    for key, n in named.items():
+        ROUNDING_BOUND_STATS[key] += n
+    return named
+
+
+def _check_zero_where_empty(out: torch.Tensor, empty: torch.Tensor, name: str, what: str) -> None:
+    """Where `empty` (the leading dims of out) marks a query without a counted entry, out must be
+    exactly 0; `what` names those queries in the message."""
+    if bool(empty.any()):
+        nonzero = (out[empty] != 0).any(dim=-1)
+        if bool(nonzero.any()):
+            raise AssertionError(
+                f"{name}: {int(nonzero.sum())} of {int(empty.sum())} {what} have a non-zero "
+                "output (expected exactly 0)"
+            )
+
+
 def check_decode(
     out: torch.Tensor,
     lse: torch.Tensor,
@@ -167,22 +203,36 @@ def check_decode(
     the dtype's unit roundoff; lse may be off by the float32 rounding of its terms,
     2^-21 * (logit_scale + |lse|). Returns how many elements passed only by those bounds.
     """
-    bound_out = bound_lse = None
-    if out_abs is not None:
-        u = UNIT_ROUNDOFF[out.dtype]
-        bound_out = u * (out_abs.double() + ref_out.double().abs())
-    if logit_scale is not None:
-        finite = ref_lse.isfinite()
-        bound_lse = LSE_ROUNDING * torch.where(
-            finite, logit_scale.double() + ref_lse.double().abs(), 0.0
-        )
+    bound_out = None if out_abs is None else _out_rounding_bound(out.dtype, out_abs, ref_out)
+    bound_lse = None if logit_scale is None else _lse_rounding_bound(ref_lse, logit_scale)
     n_out = check_close(out, ref_out.to(out.dtype), out_tol, name="out", bound=bound_out)
     n_lse = check_close(lse, ref_lse, lse_tol, name="lse", bound=bound_lse)
-    ROUNDING_BOUND_STATS["checks"] += 1
-    ROUNDING_BOUND_STATS["out_elements"] += out.numel()
-    ROUNDING_BOUND_STATS["out_within_rounding_bound_only"] += n_out
-    ROUNDING_BOUND_STATS["lse_within_rounding_bound_only"] += n_lse
-    return {"out_within_rounding_bound_only": n_out, "lse_within_rounding_bound_only": n_lse}
+    return _record_rounding_bound_counts(out.numel(), {"out": n_out, "lse": n_lse})
+
+
+def _softmax_weights(logits: torch.Tensor, sink: Optional[torch.Tensor] = None) -> tuple:
+    """(lse, attends, weights) of logits [..., h_q, tokens] (-inf: not attended): lse over the
+    last dim (-inf without an attended token), where it is finite, and the softmax weights (0
+    for a row without an attended token), scaled by the attn_sink factor when `sink` [h_q]."""
+    row_lse = torch.logsumexp(logits, dim=-1)
+    attends = row_lse.isfinite()
+    weights = torch.exp(logits - torch.where(attends, row_lse, 0.0).unsqueeze(-1))
+    if sink is not None:
+        # exp(lse) / (exp(lse) + exp(sink)) = sigmoid(lse - sink): 0 for +inf, 1 for -inf.
+        factor = torch.where(attends, torch.sigmoid(row_lse - sink[None, :]), 0.0)
+        weights.mul_(factor.unsqueeze(-1))
+    return row_lse, attends, weights
+
+
+def _gathered_logit_scale(
+    q: torch.Tensor, kv: torch.Tensor, logits: torch.Tensor, not_counted: torch.Tensor, scale
+) -> torch.Tensor:
+    """Largest |logit| plus the largest sum_i |q_i k_i| * scale (the magnitude whose float32
+    rounding a logit inherits) over the counted entries, 0 without one; q [m, h_q, d], kv
+    [m, cols, d], logits [m, h_q, cols] (overwritten), not_counted [m, 1, cols]."""
+    magnitude = torch.bmm(q.abs(), kv.abs().transpose(1, 2)).mul_(scale)
+    magnitude.masked_fill_(not_counted, 0.0)
+    return magnitude.amax(dim=-1) + logits.masked_fill_(not_counted, 0.0).abs().amax(dim=-1)
 
 
 @torch.no_grad()
@@ -235,9 +285,7 @@ def reference_dense_decode(
             t = torch.arange(n, device=device)
             last = n - s_q + torch.arange(s_q, device=device)  # query j sees t <= last[j]
             logits.masked_fill_(t[None, :] > last[:, None], -math.inf)
-        row_lse = torch.logsumexp(logits, dim=-1)  # [h_kv, group, s_q]
-        attends = row_lse.isfinite()
-        probs = torch.exp(logits - torch.where(attends, row_lse, 0.0).unsqueeze(-1))
+        row_lse, attends, probs = _softmax_weights(logits)  # row_lse [h_kv, group, s_q]
         o = torch.bmm(probs.view(h_kv, group * s_q, n), kv[..., :head_dim_v])
         out[row] = o.view(h_q, s_q, head_dim_v).permute(1, 0, 2).float()
         lse[row] = torch.where(attends, row_lse, math.inf).view(h_q, s_q).float()
@@ -451,10 +499,8 @@ def reference_sparse_decode(
     for cache, idx_all, length in sources:
         idx = idx_all.to(device)[row_index].long()  # [n, s_q, cols]
         cols = idx.shape[-1]
-        counted = (idx >= 0) & (idx < cache.shape[0] * cache.shape[1])
-        if length is not None:
-            lens = length.to(device)[row_index].long().clamp(min=0)
-            counted &= torch.arange(cols, device=device) < lens[:, None, None]
+        lens = None if length is None else length.to(device)[row_index]
+        counted = _counted_entries(idx, cache.shape[0] * cache.shape[1], lens)
         prepared.append((cache, idx.reshape(queries, cols), counted.reshape(queries, cols)))
     total_cols = sum(p[1].shape[1] for p in prepared)
 
@@ -487,21 +533,13 @@ def reference_sparse_decode(
         not_counted = ~counted_all[:, None, :]  # [m, 1, T]
         qc = q_rows[start:stop].to(compute_dtype)
         logits = torch.bmm(qc, kv.transpose(1, 2)).mul_(scale).masked_fill_(not_counted, -math.inf)
-        row_lse = torch.logsumexp(logits, dim=-1)  # [m, h_q]; -inf without a counted token
-        attends = row_lse.isfinite()
-        weights = torch.exp(logits - torch.where(attends, row_lse, 0.0).unsqueeze(-1))
-        if sink is not None:
-            # exp(lse) / (exp(lse) + exp(sink)) = sigmoid(lse - sink): 0 for +inf, 1 for -inf.
-            factor = torch.where(attends, torch.sigmoid(row_lse - sink[None, :]), 0.0)
-            weights = weights * factor.unsqueeze(-1)
+        row_lse, attends, weights = _softmax_weights(logits, sink)  # row_lse [m, h_q]
         values = kv[..., :head_dim_v]
         out[start:stop] = torch.bmm(weights, values).float()
         lse[start:stop] = torch.where(attends, row_lse, math.inf).float()
         if return_error_scales:
             out_abs[start:stop] = torch.bmm(weights, values.abs()).float()
-            magnitude = torch.bmm(qc.abs(), kv.abs().transpose(1, 2)).mul_(scale)
-            magnitude.masked_fill_(not_counted, 0.0)
-            bound = magnitude.amax(dim=-1) + logits.masked_fill(not_counted, 0.0).abs().amax(dim=-1)
+            bound = _gathered_logit_scale(qc, kv, logits, not_counted, scale)
             logit_scale[start:stop] = bound.float()
 
     out = out.view(n, s_q, h_q, head_dim_v)
@@ -597,8 +635,35 @@ def _layout_name(layout) -> str:
 
 
 def _invalid_fillers(num_tokens: int) -> list[int]:
-    """Invalid index values: mostly -1 (FlashMLA's padding), and out-of-range ones."""
+    """Invalid index values: mostly -1 (FlashMLA's padding), and out-of-range ones in both
+    directions."""
     return [-1, -1, -1, -1, -2, num_tokens, num_tokens + 12345, 2**31 - 1, -(2**31)]
+
+
+def _random_fillers(fillers: torch.Tensor, shape, gen: torch.Generator) -> torch.Tensor:
+    return fillers[torch.randint(0, len(fillers), shape, generator=gen, device=fillers.device)]
+
+
+def _spoil_and_shuffle(
+    idx: torch.Tensor,
+    fillers: torch.Tensor,
+    invalid_fraction: float,
+    all_invalid_fraction: float,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """idx [rows, topk] with `invalid_fraction` of the entries and every entry of
+    `all_invalid_fraction` of the rows replaced by random fillers, then each row in random
+    order (the draws in this order, so that a seed gives the same lists as before)."""
+    rows, topk = idx.shape
+    device = idx.device
+    if invalid_fraction > 0:
+        replace = torch.rand(rows, topk, generator=gen, device=device) < invalid_fraction
+        idx = torch.where(replace, _random_fillers(fillers, (rows, topk), gen), idx)
+    if all_invalid_fraction > 0:
+        empty = torch.rand(rows, generator=gen, device=device) < all_invalid_fraction
+        idx = torch.where(empty[:, None], _random_fillers(fillers, (rows, topk), gen), idx)
+    order = torch.rand(rows, topk, generator=gen, device=device).argsort(dim=1)
+    return idx.gather(1, order)
 
 
 def _draw_indices(
@@ -630,18 +695,8 @@ def _draw_indices(
         idx = torch.cat([idx, idx.new_full((queries, topk - picks), -1)], dim=1)
 
     fillers = torch.tensor(_invalid_fillers(num_tokens), dtype=torch.long, device=device)
-
-    def random_fillers(shape) -> torch.Tensor:
-        return fillers[torch.randint(0, len(fillers), shape, generator=gen, device=device)]
-
-    if spec.invalid_fraction > 0:
-        replace = torch.rand(queries, topk, generator=gen, device=device) < spec.invalid_fraction
-        idx = torch.where(replace, random_fillers((queries, topk)), idx)
-    if spec.all_invalid_fraction > 0:
-        empty = torch.rand(queries, generator=gen, device=device) < spec.all_invalid_fraction
-        idx = torch.where(empty[:, None], random_fillers((queries, topk)), idx)
-    order = torch.rand(queries, topk, generator=gen, device=device).argsort(dim=1)
-    return idx.gather(1, order).view(b, s_q, topk)
+    idx = _spoil_and_shuffle(idx, fillers, spec.invalid_fraction, spec.all_invalid_fraction, gen)
+    return idx.view(b, s_q, topk)
 
 
 def _allocate_cache(
@@ -717,14 +772,25 @@ def _write_values_(cache: SparseCache, gen: torch.Generator, max_chunk_bytes: in
         )
 
 
+def _counted_entries(
+    idx: torch.Tensor, num_tokens: int, lengths: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Bool, shape of idx [n, ..., topk]: the entries that count, 0 <= index < num_tokens at a
+    position below lengths[n] (when given; a negative length counts nothing)."""
+    idx = idx.long()
+    counted = (idx >= 0) & (idx < num_tokens)
+    if lengths is not None:
+        positions = torch.arange(idx.shape[-1], device=idx.device)
+        limits = lengths.to(idx.device).long().view(-1, *([1] * (idx.dim() - 1)))
+        counted &= positions < limits
+    return counted
+
+
 def _counted_rows(cache: SparseCache) -> torch.Tensor:
     """[num_blocks, page] bool: the rows some counted entry (valid, within topk_length) names."""
     num_tokens = cache.num_blocks * cache.page_block_size
     idx = cache.indices.long()
-    counted = (idx >= 0) & (idx < num_tokens)
-    if cache.topk_length is not None:
-        lens = cache.topk_length.long().clamp(min=0)
-        counted &= torch.arange(idx.shape[-1], device=idx.device) < lens[:, None, None]
+    counted = _counted_entries(idx, num_tokens, cache.topk_length)
     used = torch.zeros(num_tokens, dtype=torch.bool, device=idx.device)
     used[idx[counted]] = True
     return used.view(cache.num_blocks, cache.page_block_size)
@@ -992,13 +1058,9 @@ def check_sparse_decode_against_reference(
         inputs, head_dim_v, softmax_scale=softmax_scale, batch_indices=batch_indices
     )
     empty = (ref_lse == math.inf).transpose(1, 2)  # [n, s_q, h_q]
-    if bool(empty.any()):
-        nonzero = (out.to(ref_out.device)[empty] != 0).any(dim=-1)
-        if bool(nonzero.any()):
-            raise AssertionError(
-                f"out: {int(nonzero.sum())} of {int(empty.sum())} queries without a counted "
-                "token have a non-zero output (expected exactly 0)"
-            )
+    _check_zero_where_empty(
+        out.to(ref_out.device), empty, "out", "queries without a counted token"
+    )
     return check_decode(
         out,
         lse,
@@ -1014,12 +1076,7 @@ def check_sparse_decode_against_reference(
 def sparse_counted_entries(cache: SparseCache) -> int:
     """How many index entries count (valid and within topk_length), over all query tokens."""
     num_tokens = cache.num_blocks * cache.page_block_size
-    idx = cache.indices.long()
-    counted = (idx >= 0) & (idx < num_tokens)
-    if cache.topk_length is not None:
-        lens = cache.topk_length.long().clamp(min=0)
-        counted &= torch.arange(idx.shape[-1], device=idx.device) < lens[:, None, None]
-    return int(counted.sum())
+    return int(_counted_entries(cache.indices, num_tokens, cache.topk_length).sum())
 
 
 def sparse_retrieved_tokens(cache: SparseCache) -> int:
@@ -1082,11 +1139,6 @@ class SparsePrefillInputs:
         return dict(d_v=self.d_v, attn_sink=self.attn_sink, topk_length=self.topk_length)
 
 
-def _prefill_invalid_fillers(s_kv: int) -> list[int]:
-    """Invalid index values: mostly -1, and out-of-range ones in both directions."""
-    return [-1, -1, -1, -1, -2, s_kv, s_kv + 12345, 2**31 - 1, -(2**31)]
-
-
 def _draw_prefill_indices(
     s_q: int,
     s_kv: int,
@@ -1104,11 +1156,7 @@ def _draw_prefill_indices(
     with `duplicates`, topk tokens drawn with replacement instead. Then `invalid_fraction` of the
     entries and every entry of `all_invalid_fraction` of the rows become invalid (-1 mostly,
     else < 0 or >= s_kv)."""
-    fillers = torch.tensor(_prefill_invalid_fillers(s_kv), dtype=torch.long, device=device)
-
-    def random_fillers(shape) -> torch.Tensor:
-        return fillers[torch.randint(0, len(fillers), shape, generator=gen, device=device)]
-
+    fillers = torch.tensor(_invalid_fillers(s_kv), dtype=torch.long, device=device)
     out = torch.empty(s_q, topk, dtype=torch.int32, device=device)
     picks = min(topk, s_kv)
     step = max(1, max_chunk_elements // max(s_kv, topk, 1))
@@ -1122,15 +1170,9 @@ def _draw_prefill_indices(
             idx = keys.topk(picks, dim=1, sorted=False).indices
             del keys
             if picks < topk:
-                idx = torch.cat([idx, random_fillers((m, topk - picks))], dim=1)
-        if invalid_fraction > 0:
-            replace = torch.rand(m, topk, generator=gen, device=device) < invalid_fraction
-            idx = torch.where(replace, random_fillers((m, topk)), idx)
-        if all_invalid_fraction > 0:
-            empty = torch.rand(m, generator=gen, device=device) < all_invalid_fraction
-            idx = torch.where(empty[:, None], random_fillers((m, topk)), idx)
-        order = torch.rand(m, topk, generator=gen, device=device).argsort(dim=1)
-        out[r0:r1] = idx.gather(1, order).to(torch.int32)
+                idx = torch.cat([idx, _random_fillers(fillers, (m, topk - picks), gen)], dim=1)
+        idx = _spoil_and_shuffle(idx, fillers, invalid_fraction, all_invalid_fraction, gen)
+        out[r0:r1] = idx.to(torch.int32)
     return out
 
 
@@ -1149,12 +1191,8 @@ def sparse_prefill_counted(
 ) -> torch.Tensor:
     """[s_q, topk] bool: the entries of indices [s_q, 1, topk] (or [s_q, topk]) that count:
     0 <= index < s_kv at a position below topk_length (when given)."""
-    idx = indices.reshape(indices.shape[0], indices.shape[-1]).long()
-    counted = (idx >= 0) & (idx < s_kv)
-    if topk_length is not None:
-        positions = torch.arange(idx.shape[1], device=idx.device)
-        counted &= positions[None, :] < topk_length.to(idx.device).long()[:, None]
-    return counted
+    idx = indices.reshape(indices.shape[0], indices.shape[-1])
+    return _counted_entries(idx, s_kv, topk_length)
 
 
 def _fill_prefill_values_(inputs: SparsePrefillInputs, gen: torch.Generator) -> None:
@@ -1337,13 +1375,7 @@ def _prefill_reference_chunks(
         qc = q[r.to(q.device)].to(device=device, dtype=compute_dtype)  # [m, h_q, d_qk]
         logits = torch.bmm(qc, kvg.transpose(1, 2)).mul_(scale).masked_fill_(not_counted, -math.inf)
         max_logits = logits.amax(dim=-1)  # -inf without a counted entry
-        row_lse = torch.logsumexp(logits, dim=-1)  # -inf without a counted entry
-        attends = row_lse.isfinite()
-        weights = torch.exp(logits - torch.where(attends, row_lse, 0.0).unsqueeze(-1))
-        if sink is not None:
-            # exp(lse) / (exp(lse) + exp(sink)) = sigmoid(lse - sink): 0 for +inf, 1 for -inf.
-            factor = torch.where(attends, torch.sigmoid(row_lse - sink[None, :]), 0.0)
-            weights.mul_(factor.unsqueeze(-1))
+        row_lse, attends, weights = _softmax_weights(logits, sink)
         values = kvg[..., :d_v]
         result = {
             "out": torch.bmm(weights, values),
@@ -1353,13 +1385,9 @@ def _prefill_reference_chunks(
         if error_scales:
             result["out_abs"] = torch.bmm(weights, values.abs())
             del weights
-            # Largest |logit| plus the largest sum_i |q_i k_i| * scale (the magnitude whose
-            # float32 rounding a logit inherits), over the counted entries; 0 without one.
-            magnitude = torch.bmm(qc.abs(), kvg.abs().transpose(1, 2)).mul_(abs(scale))
-            magnitude.masked_fill_(not_counted, 0.0)
-            result["logit_scale"] = magnitude.amax(dim=-1) + logits.masked_fill_(
-                not_counted, 0.0
-            ).abs().amax(dim=-1)
+            result["logit_scale"] = _gathered_logit_scale(
+                qc, kvg, logits, not_counted, abs(scale)
+            )
         yield r, result
 
 
@@ -1472,7 +1500,6 @@ def check_sparse_prefill(
             raise AssertionError(
                 f"{name}: expected shape {shape} {dtype}, got {tuple(tensor.shape)} {tensor.dtype}"
             )
-    u = UNIT_ROUNDOFF[out.dtype]
     counts = {"out": 0, "max_logits": 0, "lse": 0}
     dot = squares = 0.0
     elements = 0
@@ -1495,37 +1522,22 @@ def check_sparse_prefill(
         a_max = max_logits[r.to(max_logits.device)].to(r.device)
         a_lse = lse[r.to(lse.device)].to(r.device)
         empty = ref["lse"] == math.inf  # [m, h_q]
-        if bool(empty.any()):
-            nonzero = (a_out[empty] != 0).any(dim=-1)
-            if bool(nonzero.any()):
-                raise AssertionError(
-                    f"out{label}: {int(nonzero.sum())} of {int(empty.sum())} (token, head) pairs "
-                    "without a valid index have a non-zero output (expected exactly 0)"
-                )
-        bound_out = u * (ref["out_abs"] + ref["out"].abs())
+        _check_zero_where_empty(
+            a_out, empty, f"out{label}", "(token, head) pairs without a valid index"
+        )
+        bound_out = _out_rounding_bound(out.dtype, ref["out_abs"], ref["out"])
         n, d, sq = check_close_elements(
             a_out, ref["out"].to(out.dtype), out_tol, name=f"out{label}", bound=bound_out
         )
         counts["out"] += n
         dot, squares, elements = dot + d, squares + sq, elements + a_out.numel()
         for name, actual in (("max_logits", a_max), ("lse", a_lse)):
-            reference = ref[name]
-            finite = reference.isfinite()
-            bound = LSE_ROUNDING * torch.where(finite, ref["logit_scale"] + reference.abs(), 0.0)
+            bound = _lse_rounding_bound(ref[name], ref["logit_scale"])
             counts[name] += check_close_elements(
-                actual, reference.float(), lse_tol, name=f"{name}{label}", bound=bound
+                actual, ref[name].float(), lse_tol, name=f"{name}{label}", bound=bound
             )[0]
     check_cosine(dot, squares, out_tol, name="out")
-    ROUNDING_BOUND_STATS["checks"] += 1
-    ROUNDING_BOUND_STATS["out_elements"] += elements
-    ROUNDING_BOUND_STATS["out_within_rounding_bound_only"] += counts["out"]
-    ROUNDING_BOUND_STATS["lse_within_rounding_bound_only"] += counts["lse"]
-    ROUNDING_BOUND_STATS["max_logits_within_rounding_bound_only"] += counts["max_logits"]
-    return {
-        "out_within_rounding_bound_only": counts["out"],
-        "max_logits_within_rounding_bound_only": counts["max_logits"],
-        "lse_within_rounding_bound_only": counts["lse"],
-    }
+    return _record_rounding_bound_counts(elements, counts)
 
 
 def check_sparse_prefill_against_reference(

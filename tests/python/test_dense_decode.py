@@ -6,7 +6,6 @@ plan (new q and cache values, same lengths), alternating between the two get_mla
 """
 
 import random
-import zlib
 
 import pytest
 import torch
@@ -20,16 +19,13 @@ from flash_mla.testing import (  # noqa: E402
     make_decode_inputs,
     refill_,
 )
+from grid_helpers import case_seed  # noqa: E402
 
 D_V = 512
 HEADS = [(1, 1), (3, 1), (16, 1), (64, 1), (128, 1), (8, 2), (6, 3), (128, 2)]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Lengths around the 64-token tile and page boundaries, plus empty and single-token sequences.
 EDGE_LENGTHS = (0, 1, 63, 64, 65, 127, 128, 129)
-
-
-def case_seed(*params: object) -> int:
-    return zlib.crc32(repr(params).encode())
 
 
 def draw_seqlens(rng: random.Random, s_q: int) -> list[int]:

@@ -1,9 +1,6 @@
 """Bad inputs raise a Python exception that names the offending argument, and never crash the
 process or leave a sticky CUDA error behind."""
 
-import re
-from typing import Callable
-
 import pytest
 import torch
 
@@ -12,9 +9,9 @@ if not torch.cuda.is_available():
 
 import flash_mla  # noqa: E402
 from flash_mla.testing import DecodeInputs, make_decode_inputs  # noqa: E402
+from error_helpers import ERRORS, expect_error  # noqa: E402
 
 D_V = 512
-ERRORS = (RuntimeError, ValueError)  # NotImplementedError is a RuntimeError
 
 
 def valid_inputs(
@@ -43,15 +40,6 @@ def decode(inputs: DecodeInputs, **overrides):
     args.update(overrides)
     return flash_mla.flash_mla_with_kvcache(**args)
 
-
-def expect_error(call: Callable[[], object], *names: str, error=ERRORS) -> str:
-    with pytest.raises(error) as info:
-        call()
-    message = str(info.value)
-    assert any(re.search(rf"\b{re.escape(name)}\b", message) for name in names), (
-        f"the message should name one of {names}: {message}"
-    )
-    return message
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,6 @@ cache values, same indices), cycling through the two get_mla_metadata forms and 
 
 import math
 import random
-import zlib
 
 import pytest
 import torch
@@ -31,6 +30,7 @@ from flash_mla.testing import (  # noqa: E402
     make_sparse_decode_inputs,
     refill_sparse_,
 )
+from grid_helpers import balanced, case_seed  # noqa: E402
 
 D_V = 512
 # name -> (layout, d_qk)
@@ -49,17 +49,6 @@ FORMS = ("tensors", "sched_meta", "none")
 # Index entries (b * s_q * (topk + extra_topk)) per case: keeps the float64 reference quick.
 ENTRY_BUDGET = 600_000
 NUM_GRID_CASES = 48
-
-
-def case_seed(*params: object) -> int:
-    return zlib.crc32(repr(params).encode())
-
-
-def _balanced(values, count: int, rng: random.Random) -> list:
-    """`count` values cycling through `values`, shuffled: each value appears about equally."""
-    seq = [values[i % len(values)] for i in range(count)]
-    rng.shuffle(seq)
-    return seq
 
 
 def _lengths(rng: random.Random, b: int, topk: int, mode: str):
@@ -91,16 +80,16 @@ def _grid() -> list[dict]:
     rng = random.Random(20261122)
     n = NUM_GRID_CASES
     columns = dict(
-        fmt=_balanced(list(FORMATS), n, rng),
-        page=_balanced(PAGES, n, rng),
-        topk=_balanced(TOPKS, n, rng),
-        h_q=_balanced(HEADS, n, rng),
-        s_q=_balanced((1, 2, 3, 4), n, rng),
-        b=_balanced(BATCHES, n, rng),
-        extra=_balanced((None, None, "extra"), n, rng),
-        sink=_balanced(SINKS, n, rng),
-        lengths=_balanced(("none", "random", "random", "zeros"), n, rng),
-        form=_balanced(FORMS, n, rng),
+        fmt=balanced(list(FORMATS), n, rng),
+        page=balanced(PAGES, n, rng),
+        topk=balanced(TOPKS, n, rng),
+        h_q=balanced(HEADS, n, rng),
+        s_q=balanced((1, 2, 3, 4), n, rng),
+        b=balanced(BATCHES, n, rng),
+        extra=balanced((None, None, "extra"), n, rng),
+        sink=balanced(SINKS, n, rng),
+        lengths=balanced(("none", "random", "random", "zeros"), n, rng),
+        form=balanced(FORMS, n, rng),
     )
     cases = []
     for k in range(n):

@@ -1,9 +1,6 @@
 """Bad inputs to sparse decoding raise a Python exception that names the offending argument, and
 never crash the process or leave a sticky CUDA error behind."""
 
-import re
-from typing import Callable
-
 import pytest
 import torch
 
@@ -16,9 +13,9 @@ from flash_mla.testing import (  # noqa: E402
     SparseSourceSpec,
     make_sparse_decode_inputs,
 )
+from error_helpers import ERRORS, expect_error  # noqa: E402
 
 D_V = 512
-ERRORS = (RuntimeError, ValueError)  # NotImplementedError is a RuntimeError
 
 
 def valid_inputs(layout: str = "v32", d_qk=None, extra: bool = False) -> SparseDecodeInputs:
@@ -59,15 +56,6 @@ def decode_with_plan(inputs: SparseDecodeInputs, **overrides):
     )
     return decode(inputs, tile_scheduler_metadata=metadata, num_splits=num_splits, **overrides)
 
-
-def expect_error(call: Callable[[], object], *names: str, error=ERRORS) -> str:
-    with pytest.raises(error) as info:
-        call()
-    message = str(info.value)
-    assert any(
-        re.search(rf"\b{re.escape(name)}\b", message) for name in names
-    ), f"the message should name one of {names}: {message}"
-    return message
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,6 @@ s_q, sink mode, topk_length mode and value style appears (test_grid_covers_every
 
 import math
 import random
-import zlib
 
 import pytest
 import torch
@@ -31,6 +30,7 @@ from flash_mla.testing import (  # noqa: E402
     check_sparse_prefill_against_reference,
     make_sparse_prefill_inputs,
 )
+from grid_helpers import balanced, case_seed  # noqa: E402
 
 D_V = 512
 D_QKS = (512, 576)
@@ -63,33 +63,22 @@ VALUES = ("normal", "flashmla")
 CASES_PER_D_QK = 30
 
 
-def case_seed(*params: object) -> int:
-    return zlib.crc32(repr(params).encode())
-
-
-def _balanced(values, count: int, rng: random.Random) -> list:
-    """`count` values cycling through `values`, shuffled: each value appears about equally."""
-    seq = [values[i % len(values)] for i in range(count)]
-    rng.shuffle(seq)
-    return seq
-
-
 def _grid() -> list[dict]:
     rng = random.Random(20261123)
     cases = []
     for d_qk in D_QKS:
         n = CASES_PER_D_QK
         columns = dict(
-            h_q=_balanced(HEADS, n, rng),
-            pair=_balanced(PAIRS, n, rng),
-            s_q=_balanced(S_QS, n, rng),
-            sink=_balanced(SINKS, n, rng),
-            lengths=_balanced(LENGTHS, n, rng),
-            values=_balanced(VALUES, n, rng),
-            strided=_balanced((False, True), n, rng),
-            invalid=_balanced((0.0, 0.05, 0.3), n, rng),
-            all_invalid=_balanced((0.0, 0.0, 0.1), n, rng),
-            duplicates=_balanced((False, False, False, True), n, rng),
+            h_q=balanced(HEADS, n, rng),
+            pair=balanced(PAIRS, n, rng),
+            s_q=balanced(S_QS, n, rng),
+            sink=balanced(SINKS, n, rng),
+            lengths=balanced(LENGTHS, n, rng),
+            values=balanced(VALUES, n, rng),
+            strided=balanced((False, True), n, rng),
+            invalid=balanced((0.0, 0.05, 0.3), n, rng),
+            all_invalid=balanced((0.0, 0.0, 0.1), n, rng),
+            duplicates=balanced((False, False, False, True), n, rng),
         )
         for k in range(n):
             case = {name: values[k] for name, values in columns.items()}

@@ -4,7 +4,6 @@ silently wrong answer."""
 
 import math
 import re
-from typing import Callable
 
 import pytest
 import torch
@@ -18,9 +17,9 @@ from flash_mla.testing import (  # noqa: E402
     check_sparse_prefill_against_reference,
     make_sparse_prefill_inputs,
 )
+from error_helpers import ERRORS, expect_error  # noqa: E402
 
 D_V = 512
-ERRORS = (RuntimeError, ValueError)  # NotImplementedError is a RuntimeError
 S_Q, S_KV, TOPK, H_Q = 5, 300, 64, 16
 
 
@@ -43,15 +42,6 @@ def prefill(inputs: SparsePrefillInputs, **overrides):
     args.update(overrides)
     return flash_mla.flash_mla_sparse_fwd(**args)
 
-
-def expect_error(call: Callable[[], object], *names: str, error=ERRORS) -> str:
-    with pytest.raises(error) as info:
-        call()
-    message = str(info.value)
-    assert any(
-        re.search(rf"\b{re.escape(name)}\b", message) for name in names
-    ), f"the message should name one of {names}: {message}"
-    return message
 
 
 def error_or_correct(inputs: SparsePrefillInputs, *names: str, **overrides) -> None:

@@ -237,26 +237,18 @@ def test_sparse_prefill_reference_matches_naive(case: dict):
         6, h_q=3, d_qk=24, d_v=16, device="cpu", seed=5, **case
     )
     assert torch.isnan(inputs.kv_storage[0]).all() and torch.isnan(inputs.kv_storage[-1]).all()
+    call = (
+        inputs.q,
+        inputs.kv,
+        inputs.indices,
+        inputs.sm_scale,
+        16,
+        inputs.attn_sink,
+        inputs.topk_length,
+    )
     # Small chunks: the chunked path is the one that runs on the large cases.
-    ref_out, ref_max, ref_lse = testing.reference_sparse_prefill(
-        inputs.q,
-        inputs.kv,
-        inputs.indices,
-        inputs.sm_scale,
-        16,
-        inputs.attn_sink,
-        inputs.topk_length,
-        max_chunk_bytes=4096,
-    )
-    out, max_logits, lse = naive_sparse_prefill(
-        inputs.q,
-        inputs.kv,
-        inputs.indices,
-        inputs.sm_scale,
-        16,
-        inputs.attn_sink,
-        inputs.topk_length,
-    )
+    ref_out, ref_max, ref_lse = testing.reference_sparse_prefill(*call, max_chunk_bytes=4096)
+    out, max_logits, lse = naive_sparse_prefill(*call)
     torch.testing.assert_close(ref_out.double(), out, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ref_max.double(), max_logits, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(ref_lse.double(), lse, rtol=1e-6, atol=1e-6)
@@ -264,16 +256,7 @@ def test_sparse_prefill_reference_matches_naive(case: dict):
         assert (ref_lse[0] == math.inf).all() and (ref_max[0] == -math.inf).all()  # length 0
         assert (ref_lse[3] == math.inf).all() and (ref_out[3] == 0).all()  # length -1
     rows = [5, 0, 2]
-    sub = testing.reference_sparse_prefill(
-        inputs.q,
-        inputs.kv,
-        inputs.indices,
-        inputs.sm_scale,
-        16,
-        inputs.attn_sink,
-        inputs.topk_length,
-        rows=rows,
-    )
+    sub = testing.reference_sparse_prefill(*call, rows=rows)
     for part, whole in zip(sub, (ref_out, ref_max, ref_lse)):
         assert torch.equal(part, whole[rows])
 
