@@ -58,7 +58,7 @@ struct SparseDecodeTraits {
   // the three must sum to at most 3 x 168, or setmaxnreg.inc waits forever.
   static constexpr int kLaunchRegisters = 65536 / kNumThreads / 8 * 8;
   // The crossover's producer gets 16 more (192 / 192 / 120: -1% time on its rows, measured
-  // side by side); without the crossover 120 makes ptxas spill in warpgroup 0.
+  // side by side); without the crossover that split spills (FP8 V3.2) and was 15% slower.
   static constexpr int kRegistersWg0 = kCrossover ? 192 : 208;
   static constexpr int kRegistersWg1 = 192;
   static constexpr int kRegistersProducer = kCrossover ? 120 : 104;
