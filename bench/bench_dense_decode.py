@@ -13,6 +13,10 @@ call (so launch overhead is not timed). One input set is used: each cache is GBs
 
 FLOPs = b * h_q * s_q * mean_s_k * 2 * (d_qk + d_v); bytes = b * (s_q*h_q*d_qk*2 +
 mean_s_k*h_kv*d_qk*2 + s_q*h_q*d_v*2), mean_s_k = mean of cache_seqlens (anchors.md).
+
+Page-size rows (--pages, FlashMLA supports only 64): h_q 128 and 16, s_q 1, s_k 8K with pages of
+16, 32, 64 and 128 tokens and a non-paged cache ("none": block_table None); "vs p64" is the time
+of the page-64 row of the same h_q over this row's time.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ B, D_QK, D_V, H_KV, PAGE = 128, 576, 512, 1, 64
 S_KS = (4096, 8192, 16384, 32768)
 # (h_q, s_q, causal) rows of the anchor table, and the metric each row is compared on.
 ROWS = ((128, 1, False), (128, 2, False), (128, 2, True), (64, 1, False), (16, 1, False))
+# Page-size rows: (h_q, s_q, causal) at PAGE_ROWS_S_K for each page size (0 = non-paged).
+PAGE_ROWS = ((128, 1, False), (16, 1, False))
+PAGE_ROWS_S_K = 8192
+PAGES = (16, 32, 64, 128, 0)
 
 # FlashMLA on the same machines (anchors.md): TFLOP/s for h_q 128, GB/s for h_q 64 and 16.
 ANCHORS = {
@@ -80,6 +88,8 @@ class Result:
     anchor: Optional[float]
     ratio: Optional[float]  # ours / anchor on `metric`
     checked: str  # what correctness check ran
+    page: int = PAGE  # tokens per page; 0 = non-paged cache
+    vs_page64: Optional[float] = None  # page-size rows: time of the page-64 row / this time
 
 
 def draw_seqlens(s_k: int, s_q: int, b: int = B) -> list[int]:
@@ -87,9 +97,10 @@ def draw_seqlens(s_k: int, s_q: int, b: int = B) -> list[int]:
     return [max(int(random.normalvariate(s_k, s_k / 2)), s_q) for _ in range(b)]
 
 
-def run_case(h_q, s_q, causal, s_k, args, anchors) -> Result:
+def run_case(h_q, s_q, causal, s_k, args, anchors, page=PAGE) -> Result:
     seqlens = draw_seqlens(s_k, s_q)
     max_pad = (max(seqlens) + 255) // 256 * 256
+    layout = dict(page_block_size=page, num_blocks=B * max_pad // page) if page else {"paged": False}
     inputs = make_decode_inputs(
         seqlens,
         s_q=s_q,
@@ -97,11 +108,10 @@ def run_case(h_q, s_q, causal, s_k, args, anchors) -> Result:
         h_kv=H_KV,
         d_qk=D_QK,
         dtype=torch.bfloat16,
-        page_block_size=PAGE,
-        num_blocks=B * max_pad // PAGE,
         value_scale=0.1,
         value_clamp=1.0,
         seed=0,
+        **layout,
     )
     metadata, num_splits = flash_mla.get_mla_metadata(inputs.cache_seqlens, s_q * h_q // H_KV, H_KV)
 
@@ -133,7 +143,7 @@ def run_case(h_q, s_q, causal, s_k, args, anchors) -> Result:
     nbytes = B * (s_q * h_q * D_QK * 2 + mean_s_k * H_KV * D_QK * 2 + s_q * h_q * D_V * 2)
     tflops, gbps = flops / t / 1e6, nbytes / t / 1e3
     metric = "TFLOP/s" if h_q == 128 else "GB/s"
-    anchor = anchors[(h_q, s_q, causal)][S_KS.index(s_k)] if s_k in S_KS else None
+    anchor = anchors[(h_q, s_q, causal)][S_KS.index(s_k)] if s_k in S_KS and page == PAGE else None
     ours = tflops if metric == "TFLOP/s" else gbps
     return Result(
         h_q,
@@ -149,10 +159,13 @@ def run_case(h_q, s_q, causal, s_k, args, anchors) -> Result:
         anchor,
         ours / anchor if anchor else None,
         checked,
+        page,
     )
 
 
 def print_results(results: list[Result], gpu: str) -> None:
+    anchor_rows = [r for r in results if r.vs_page64 is None]
+    page_rows = [r for r in results if r.vs_page64 is not None]
     print_table(
         f"Dense decode, b {B}, d_qk {D_QK}, d_v {D_V}, h_kv {H_KV}, page {PAGE}, bf16, varlen "
         f"(whole operation; anchor = FlashMLA on {gpu}, split-KV kernel only)",
@@ -179,32 +192,78 @@ def print_results(results: list[Result], gpu: str) -> None:
                 f"{r.anchor:g} {'TF' if r.metric == 'TFLOP/s' else 'GB/s'}" if r.anchor else "-",
                 or_dash(r.ratio, ".3f"),
             )
-            for r in results
+            for r in anchor_rows
         ],
     )
+    if page_rows:
+        print_table(
+            f"Dense decode page sizes, b {B}, s_q 1, s_k {PAGE_ROWS_S_K}, bf16, varlen (whole "
+            "operation; vs p64 = page-64 time / this time; page none = non-paged cache)",
+            [
+                ("h_q", 4, ""),
+                ("page", 5, ""),
+                ("time us", 9, ".1f"),
+                ("TFLOP/s", 8, ".1f"),
+                ("GB/s", 7, ".0f"),
+                ("vs p64", 7, ".3f"),
+            ],
+            [
+                (r.h_q, r.page or "none", r.time_us, r.tflops, r.gbps, r.vs_page64)
+                for r in page_rows
+            ],
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--s-k", type=int, nargs="+", default=list(S_KS), help="mean lengths")
     parser.add_argument("--h-q", type=int, nargs="+", default=None, help="only these h_q rows")
+    parser.add_argument(
+        "--pages",
+        type=int,
+        nargs="*",
+        default=list(PAGES),
+        help="page sizes of the page-size rows (0 = non-paged; none given = no such rows)",
+    )
     add_common_arguments(parser, "dense_decode")
     args = parser.parse_args()
 
     cases = [
-        (h_q, s_q, causal, s_k)
+        (h_q, s_q, causal, s_k, PAGE, False)
         for h_q, s_q, causal in ROWS
         if not args.h_q or h_q in args.h_q
         for s_k in args.s_k
     ]
+    # Page-size rows (a page-64 row first, as the reference of each h_q).
+    pages = sorted(set(args.pages), key=lambda page: (page != PAGE, page == 0, page))
+    if pages and pages != [PAGE]:
+        pages = [PAGE] + [page for page in pages if page != PAGE]
+        cases += [
+            (h_q, s_q, causal, PAGE_ROWS_S_K, page, True)
+            for h_q, s_q, causal in PAGE_ROWS
+            if not args.h_q or h_q in args.h_q
+            for page in pages
+        ]
+    page64_time: dict[int, float] = {}
+
+    def run_one(case, args, anchors) -> Result:
+        h_q, s_q, causal, s_k, page, page_row = case
+        result = run_case(h_q, s_q, causal, s_k, args, anchors, page)
+        if page_row:
+            if page == PAGE:
+                page64_time[h_q] = result.time_us
+            result.vs_page64 = page64_time[h_q] / result.time_us
+        return result
+
     return run_benchmark(
         "dense_decode",
         args,
         ANCHORS,
         cases,
-        lambda case, args, anchors: run_case(*case, args, anchors),
+        run_one,
         lambda case, r: (
-            f"h_q {r.h_q:3d} s_q {r.s_q} causal {r.causal!s:5} s_k {r.s_k:5d}: {r.time_us:8.1f} us "
+            f"h_q {r.h_q:3d} s_q {r.s_q} causal {r.causal!s:5} s_k {r.s_k:5d} page {r.page}: "
+            f"{r.time_us:8.1f} us "
             f"{r.tflops:6.1f} TFLOP/s {r.gbps:6.0f} GB/s ratio {r.ratio or 0:.3f} ({r.checked})"
         ),
         print_results,

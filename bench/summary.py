@@ -26,7 +26,11 @@ def _case(kind: str, r: dict) -> str:
         topk = f"{r['topk']}+{r['extra_topk']}" if r["extra_topk"] else str(r["topk"])
         return f"{r['layout']} h_q {r['h_q']} topk {topk} b {r['b']}"
     causal = " causal" if r["causal"] else ""
-    return f"h_q {r['h_q']} s_q {r['s_q']}{causal} s_k {r['s_k']}"
+    case = f"h_q {r['h_q']} s_q {r['s_q']}{causal} s_k {r['s_k']}"
+    if r.get("vs_page64") is not None:  # a page-size row
+        page = r.get("page") or "none"
+        case += f" page {page} ({r['vs_page64']:.3f} of page 64)"
+    return case
 
 
 def main(paths: list[str]) -> int:

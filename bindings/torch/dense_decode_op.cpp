@@ -16,13 +16,14 @@ namespace {
 
 constexpr const char* kOp = "flash_mla_with_kvcache";
 
-void check_inputs(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& block_table,
-                  const at::Tensor& cache_seqlens, int64_t head_dim_v,
-                  const at::Tensor& tile_scheduler_metadata, const at::Tensor& num_splits) {
+void check_inputs(const at::Tensor& q, const at::Tensor& k_cache,
+                  const std::optional<at::Tensor>& block_table, const at::Tensor& cache_seqlens,
+                  int64_t head_dim_v, const at::Tensor& tile_scheduler_metadata,
+                  const at::Tensor& num_splits) {
   check_cuda(q, kOp, "q");
   const c10::Device device = q.device();
   check_same_device(k_cache, kOp, "k_cache", device);
-  check_same_device(block_table, kOp, "block_table", device);
+  if (block_table) check_same_device(*block_table, kOp, "block_table", device);
   check_same_device(cache_seqlens, kOp, "cache_seqlens", device);
   check_same_device(tile_scheduler_metadata, kOp, "tile_scheduler_metadata", device);
   check_same_device(num_splits, kOp, "num_splits", device);
@@ -34,14 +35,19 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k_cache, const at::Tens
     fail(kOp, "k_cache", "must have the same dtype as q (", dtype_name(q.scalar_type()), "), got ",
          dtype_name(k_cache.scalar_type()));
   }
-  check_dtype(block_table, kOp, "block_table", at::kInt);
+  if (block_table) check_dtype(*block_table, kOp, "block_table", at::kInt);
   check_dtype(cache_seqlens, kOp, "cache_seqlens", at::kInt);
   check_dtype(tile_scheduler_metadata, kOp, "tile_scheduler_metadata", at::kInt);
   check_dtype(num_splits, kOp, "num_splits", at::kInt);
 
   check_dim(q, kOp, "q", 4, "[batch, seqlen_q, num_heads_q, head_dim]");
-  check_dim(k_cache, kOp, "k_cache", 4, "[num_blocks, page_block_size, num_heads_kv, head_dim]");
-  check_dim(block_table, kOp, "block_table", 2, "[batch, max_blocks_per_seq]");
+  if (block_table) {
+    check_dim(k_cache, kOp, "k_cache", 4, "[num_blocks, page_block_size, num_heads_kv, head_dim]");
+    check_dim(*block_table, kOp, "block_table", 2, "[batch, max_blocks_per_seq]");
+  } else {
+    check_dim(k_cache, kOp, "k_cache", 4,
+              "[batch, seqlen_k, num_heads_kv, head_dim] (a non-paged cache: block_table is None)");
+  }
   check_dim(cache_seqlens, kOp, "cache_seqlens", 1, "[batch]");
   check_dim(tile_scheduler_metadata, kOp, "tile_scheduler_metadata", 2,
             "[num_parts, metadata_ints] (from get_mla_metadata)");
@@ -49,7 +55,12 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k_cache, const at::Tens
 
   const int64_t batch = q.size(0);
   check_size(k_cache, kOp, "k_cache", 3, q.size(3), "the head_dim of q");
-  check_size(block_table, kOp, "block_table", 0, batch, "the batch size of q");
+  if (block_table) {
+    check_size(*block_table, kOp, "block_table", 0, batch, "the batch size of q");
+  } else {
+    check_size(k_cache, kOp, "k_cache", 0, batch,
+               "the batch size of q (a non-paged cache: block_table is None)");
+  }
   check_size(cache_seqlens, kOp, "cache_seqlens", 0, batch, "the batch size of q");
   check_size(tile_scheduler_metadata, kOp, "tile_scheduler_metadata", 1, kDecodeMetadataInts,
              "ints per part of the plan");
@@ -61,7 +72,7 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k_cache, const at::Tens
 
   check_last_dim_contiguous(q, kOp, "q");
   check_last_dim_contiguous(k_cache, kOp, "k_cache");
-  check_last_dim_contiguous(block_table, kOp, "block_table");
+  if (block_table) check_last_dim_contiguous(*block_table, kOp, "block_table");
   check_contiguous(cache_seqlens, kOp, "cache_seqlens");
   check_contiguous(tile_scheduler_metadata, kOp, "tile_scheduler_metadata");
   check_contiguous(num_splits, kOp, "num_splits");
@@ -70,7 +81,7 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k_cache, const at::Tens
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> dense_decode_fwd(
-    const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& block_table,
+    const at::Tensor& q, const at::Tensor& k_cache, const std::optional<at::Tensor>& block_table,
     const at::Tensor& cache_seqlens, int64_t head_dim_v, const at::Tensor& tile_scheduler_metadata,
     const at::Tensor& num_splits, double softmax_scale, bool causal) {
   check_inputs(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
@@ -88,7 +99,7 @@ std::tuple<at::Tensor, at::Tensor> dense_decode_fwd(
   params.head_dim_v = to_int(head_dim_v, kOp, "head_dim_v");
   params.page_block_size = to_int(k_cache.size(1), kOp, "k_cache");
   params.num_blocks = to_int(k_cache.size(0), kOp, "k_cache");
-  params.max_blocks_per_seq = to_int(block_table.size(1), kOp, "block_table");
+  params.max_blocks_per_seq = block_table ? to_int(block_table->size(1), kOp, "block_table") : 1;
   params.softmax_scale = static_cast<float>(softmax_scale);
   params.causal = causal;
 
@@ -102,8 +113,10 @@ std::tuple<at::Tensor, at::Tensor> dense_decode_fwd(
   params.k_token_stride = layout_stride(k_cache, 1);
   params.k_head_stride = layout_stride(k_cache, 2);
 
-  params.block_table = block_table.data_ptr<int32_t>();
-  params.block_table_batch_stride = layout_stride(block_table, 0);
+  if (block_table) {
+    params.block_table = block_table->data_ptr<int32_t>();
+    params.block_table_batch_stride = layout_stride(*block_table, 0);
+  }
   params.cache_seqlens = cache_seqlens.data_ptr<int32_t>();
 
   return run_decode(

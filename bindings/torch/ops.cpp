@@ -19,7 +19,7 @@ TORCH_LIBRARY(flash_mla, m) {
       "get_decode_metadata(Tensor cache_seqlens, int rows_per_kv_head, int num_heads_kv, "
       "int page_block_size, int num_sms) -> (Tensor tile_scheduler_metadata, Tensor num_splits)");
   m.def(
-      "dense_decode_fwd(Tensor q, Tensor k_cache, Tensor block_table, Tensor cache_seqlens, "
+      "dense_decode_fwd(Tensor q, Tensor k_cache, Tensor? block_table, Tensor cache_seqlens, "
       "int head_dim_v, Tensor tile_scheduler_metadata, Tensor num_splits, float softmax_scale, "
       "bool causal) -> (Tensor out, Tensor lse)");
 }
@@ -79,4 +79,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       pybind11::arg("batch"), pybind11::arg("seqlen_q"), pybind11::arg("num_heads_q"),
       pybind11::arg("num_sms"),
       "Rows of tile_scheduler_metadata that get_sparse_decode_metadata returns for this shape.");
+  m.def("read_error_record", &fb::read_error_record, pybind11::arg("device"),
+        pybind11::arg("clear"),
+        "The device error record after the current stream's work: (kind, operation, "
+        "batch_index, position, value, limit, message); kind 0 = none.");
+  m.def("clear_error_record", &fb::clear_error_record, pybind11::arg("device"),
+        "Resets the device error record (ordered on the current stream).");
 }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <tuple>
 
 #include <ATen/core/Tensor.h>
@@ -22,12 +23,20 @@ std::tuple<at::Tensor, at::Tensor> get_decode_metadata(const at::Tensor& cache_s
                                                        int64_t num_heads_kv,
                                                        int64_t page_block_size, int64_t num_sms);
 
-// flash_mla::dense_decode_fwd: dense MLA decoding over a paged KV cache (spec section 1).
+// flash_mla::dense_decode_fwd: dense MLA decoding over a paged KV cache (spec section 1), or a
+// non-paged one [b, s_k, h_kv, d] when block_table is None.
 // Returns out [b, s_q, h_q, head_dim_v] (dtype of q) and lse [b, h_q, s_q] float32.
 std::tuple<at::Tensor, at::Tensor> dense_decode_fwd(
-    const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& block_table,
+    const at::Tensor& q, const at::Tensor& k_cache, const std::optional<at::Tensor>& block_table,
     const at::Tensor& cache_seqlens, int64_t head_dim_v, const at::Tensor& tile_scheduler_metadata,
     const at::Tensor& num_splits, double softmax_scale, bool causal);
+
+// The device error record of CUDA device `device` (flashmla/device_errors.h), read after the
+// work queued on the current stream: (kind, operation, batch_index, position, value, limit,
+// message); kind 0 = no error. `clear` resets it.
+std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, std::string> read_error_record(
+    int64_t device, bool clear);
+void clear_error_record(int64_t device);
 
 // flash_mla::get_sparse_decode_metadata: the split-KV plan of a sparse decode batch
 // (flashmla::plan_sparse_decode), computed on the GPU on the current stream.

@@ -2,7 +2,7 @@
 
 ``import flash_mla`` offers the same names, arguments, defaults and return shapes as DeepSeek's
 FlashMLA, so code written for it (vLLM, SGLang, FlashMLA's own tests) runs unchanged. Dense
-decoding over a BF16/FP16 paged KV cache, sparse (top-k) decoding over FP8 (V3.2, MODEL1) or
+decoding over a BF16/FP16 KV cache (paged with any page size, or not paged), sparse (top-k) decoding over FP8 (V3.2, MODEL1) or
 BF16 caches and sparse (top-k) prefill over a BF16 latent KV sequence (flash_mla_sparse_fwd) are
 implemented, with the FP8 cache tools of ``flash_mla.kv_cache``; the dense MHA prefill entry
 points exist but raise NotImplementedError for now.
@@ -25,6 +25,7 @@ from flash_mla.flash_mla_interface import (
     flash_mla_with_kvcache,
     get_mla_metadata,
 )
+from flash_mla.device_errors import DeviceError, clear_error_record, read_error_record
 from flash_mla.kv_cache import (
     FP8KVCacheLayout,
     dequantize_k_cache,
@@ -44,4 +45,7 @@ __all__ = [
     "quantize_k_cache",
     "dequantize_k_cache",
     "write_k_cache",
+    "DeviceError",
+    "read_error_record",
+    "clear_error_record",
 ]

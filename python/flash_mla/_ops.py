@@ -6,6 +6,7 @@ registrations below must stay in this module.
 """
 
 from functools import lru_cache
+from typing import Optional
 
 import torch
 
@@ -59,7 +60,7 @@ def _get_decode_metadata_fake(
 def _dense_decode_fwd_fake(
     q: torch.Tensor,
     k_cache: torch.Tensor,
-    block_table: torch.Tensor,
+    block_table: Optional[torch.Tensor],
     cache_seqlens: torch.Tensor,
     head_dim_v: int,
     tile_scheduler_metadata: torch.Tensor,

@@ -16,7 +16,9 @@ so that callers run unchanged. Both forms of ``get_mla_metadata`` are accepted:
 ``flash_mla_with_kvcache`` called with no plan at all (``tile_scheduler_metadata`` None, or a
 tensor without ``num_splits``) plans on the fly for that call.
 
-Dense decoding reads a BF16/FP16 paged cache through block_table and cache_seqlens; sparse decoding
+Dense decoding reads a BF16/FP16 cache through block_table (any page size; None for a non-paged
+cache [b, s_k, h_k, d]) and cache_seqlens, and never answers silently on a bad length or table
+entry (see flash_mla.device_errors); sparse decoding
 (``indices`` given, DeepSeek V3.2 DSA) reads the tokens each query names, from an FP8 cache
 (``is_fp8_kvcache=True``: the V3.2 layout for head_dim 576, MODEL1 for 512) or a BF16 cache.
 """
@@ -29,8 +31,8 @@ from typing import Callable, NoReturn, Optional, Tuple
 import torch
 
 # Tokens per KV tile of the decode kernels (flashmla::kDecodeTileTokens). The tensor form of
-# get_mla_metadata does not see the KV cache, so it plans for pages of this size; FlashMLA's
-# dense decoding only supports this page size too.
+# get_mla_metadata does not see the KV cache; the plan works in tiles of this many tokens
+# whatever the page size.
 _PLAN_PAGE_BLOCK_SIZE = 64
 # Ints per part of the tile-scheduler metadata (flashmla::kDecodeMetadataInts).
 _METADATA_INTS = 8
@@ -174,7 +176,9 @@ def flash_mla_with_kvcache(
             (MODEL1).
         k_cache: (num_blocks, page_block_size, num_heads_k, head_dim_or_bytes); V is the first
             head_dim_v columns of each K row.
-            Dense: dtype of q, any num_heads_k dividing num_heads_q.
+            Dense: dtype of q, any num_heads_k dividing num_heads_q, any page_block_size >= 1;
+            with block_table None, a non-paged cache (batch_size, seqlen_k, num_heads_k,
+            head_dim) whose row i holds sequence i.
             Sparse: num_heads_k 1, any page_block_size, and the layout is_fp8_kvcache selects:
             - is_fp8_kvcache=True, head_dim 576 (DeepSeek V3.2): 656 bytes a token (512
               float8_e4m3 NoPE values, 4 float32 scales, one per 128 values, 64 bfloat16 RoPE
@@ -189,10 +193,14 @@ def flash_mla_with_kvcache(
             - is_fp8_kvcache=False: bfloat16 rows, shape (num_blocks, page_block_size, 1,
               head_dim).
             flash_mla.kv_cache.quantize_k_cache builds both FP8 layouts.
-        block_table: (batch_size, max_num_blocks_per_seq), torch.int32. Dense only; may be None
-            for sparse decoding (ignored there).
-        cache_seqlens: (batch_size), torch.int32; 0 is allowed. Dense only; may be None for sparse
-            decoding (ignored there).
+        block_table: (batch_size, max_num_blocks_per_seq), torch.int32, or None (dense: a
+            non-paged k_cache; sparse: ignored). Entries must be in [0, num_blocks) for the pages
+            a sequence uses; the others are never read.
+        cache_seqlens: (batch_size), torch.int32, each in [0, max_num_blocks_per_seq *
+            page_block_size] (non-paged: [0, seqlen_k]). Dense only; may be None for sparse
+            decoding (ignored there). A bad length or table entry gives NaN in that sequence's
+            out and lse and is recorded (flash_mla.read_error_record); with FLASH_MLA_CHECKED=1
+            the call raises ValueError naming it.
         head_dim_v: head dim of V, 512.
         tile_scheduler_metadata, num_splits: from get_mla_metadata (either form). A FlashMLASchedMeta
             may be shared by calls (layers) with the same shapes, topk_length and
@@ -266,10 +274,8 @@ def flash_mla_with_kvcache(
                 f"flash_mla_with_kvcache: {name} is only used by sparse decoding and needs "
                 "indices=...; dense decoding (indices=None) takes None"
             )
-    if block_table is None or cache_seqlens is None:
-        raise ValueError(
-            "flash_mla_with_kvcache: block_table and cache_seqlens are required for dense decoding"
-        )
+    if cache_seqlens is None:
+        raise ValueError("flash_mla_with_kvcache: cache_seqlens is required for dense decoding")
 
     def run(metadata: torch.Tensor, splits: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         return torch.ops.flash_mla.dense_decode_fwd(

@@ -1,8 +1,10 @@
 """Testing helpers: PyTorch references, the project's tolerances, and input generators.
 
 Used by tests/python and bench/. The references compute in float64 (inputs upcast). The dense one
-gathers each sequence's pages through its block table and never reads rows past cache_seqlens, so
-NaN in unused rows and garbage in unused block-table entries do not reach it; the sparse one
+gathers each sequence's pages through its block table (any page size; or reads k_cache[i, :n] of a
+non-paged cache) and never reads rows past cache_seqlens, so NaN in unused rows and garbage in
+unused block-table entries do not reach it, and it gives NaN for a sequence with a bad length or
+a bad used table entry, as the kernel does (dense_decode_value_errors); the sparse one
 (reference_sparse_decode) gathers only the rows that counted index entries name, so NaN in every
 other row (make_sparse_decode_inputs puts it there) does not reach it either; so does the sparse
 prefill one (reference_sparse_prefill), which works through the query tokens in chunks so that
@@ -235,11 +237,98 @@ def _gathered_logit_scale(
     return magnitude.amax(dim=-1) + logits.masked_fill_(not_counted, 0.0).abs().amax(dim=-1)
 
 
+# ---- Dense decoding (spec section 1) -----------------------------------------------------------
+
+# Kinds of bad values dense decoding finds on the GPU (flash_mla.DeviceError.kind).
+NEGATIVE_SEQLEN = "negative_seqlen"
+SEQLEN_BEYOND_CAPACITY = "seqlen_beyond_capacity"
+BLOCK_TABLE_ENTRY_OUT_OF_RANGE = "block_table_entry_out_of_range"
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseDecodeValueError:
+    """A bad value of a dense decode call that only the GPU sees, described with the fields of
+    flash_mla.DeviceError (same names, same meaning)."""
+
+    kind: str  # NEGATIVE_SEQLEN, SEQLEN_BEYOND_CAPACITY or BLOCK_TABLE_ENTRY_OUT_OF_RANGE
+    argument: str  # "cache_seqlens" or "block_table"
+    batch_index: int
+    position: int  # the block-table column for a table entry, else -1
+    value: int  # the bad value
+    limit: int  # the capacity (beyond capacity), num_blocks (table entry), else 0
+    operation: str = "dense_decode"
+
+
+def dense_decode_capacity(k_cache: torch.Tensor, block_table: Optional[torch.Tensor]) -> int:
+    """Tokens a sequence of a dense call can hold: block_table.shape[1] * page_block_size, or
+    s_k_max = k_cache.shape[1] for a non-paged cache (block_table None)."""
+    if block_table is None:
+        return int(k_cache.shape[1])
+    return int(block_table.shape[1]) * int(k_cache.shape[1])
+
+
+def dense_decode_value_errors(
+    k_cache: torch.Tensor,
+    block_table: Optional[torch.Tensor],
+    cache_seqlens: torch.Tensor,
+    batch_indices: Optional[Sequence[int]] = None,
+) -> list[DenseDecodeValueError]:
+    """The sequences (of `batch_indices`, all by default) whose values make dense decoding mark
+    them NaN, one entry each, in batch order: a negative length, else a length beyond
+    dense_decode_capacity, else the first block-table entry outside [0, num_blocks) among the
+    ceil(length / page_block_size) the sequence uses (entries past those are never looked at).
+    A sequence with several bad table entries may be reported by the GPU with any of them; the
+    tests put at most one bad value into a sequence."""
+    lengths = [int(n) for n in cache_seqlens.tolist()]
+    rows = range(len(lengths)) if batch_indices is None else [int(i) for i in batch_indices]
+    capacity = dense_decode_capacity(k_cache, block_table)
+    page, num_blocks = int(k_cache.shape[1]), int(k_cache.shape[0])
+    table = None if block_table is None else block_table.cpu().long()
+    errors = []
+    for i in rows:
+        n = lengths[i]
+        if n < 0:
+            errors.append(DenseDecodeValueError(NEGATIVE_SEQLEN, "cache_seqlens", i, -1, n, 0))
+        elif n > capacity:
+            errors.append(
+                DenseDecodeValueError(SEQLEN_BEYOND_CAPACITY, "cache_seqlens", i, -1, n, capacity)
+            )
+        elif table is not None:
+            used = table[i, : (n + page - 1) // page]
+            bad = ((used < 0) | (used >= num_blocks)).nonzero().flatten().tolist()
+            if bad:
+                col = int(bad[0])
+                errors.append(
+                    DenseDecodeValueError(
+                        BLOCK_TABLE_ENTRY_OUT_OF_RANGE,
+                        "block_table",
+                        i,
+                        col,
+                        int(used[col]),
+                        num_blocks,
+                    )
+                )
+    return errors
+
+
+def _sequence_rows(
+    k_cache: torch.Tensor, table: Optional[torch.Tensor], i: int, n: int
+) -> torch.Tensor:
+    """The first n token rows [n, h_kv, d_qk] of sequence i: through its block table (rows of
+    `table`, on the CPU), or k_cache[i, :n] for a non-paged cache (table None)."""
+    if table is None:
+        return k_cache[i, :n]
+    page, h_kv, d_qk = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
+    num_pages = (n + page - 1) // page
+    pages = table[i, :num_pages].to(device=k_cache.device, dtype=torch.long)
+    return k_cache[pages].reshape(num_pages * page, h_kv, d_qk)[:n]
+
+
 @torch.no_grad()
 def reference_dense_decode(
     q: torch.Tensor,
     k_cache: torch.Tensor,
-    block_table: torch.Tensor,
+    block_table: Optional[torch.Tensor],
     cache_seqlens: torch.Tensor,
     head_dim_v: int,
     softmax_scale: Optional[float] = None,
@@ -250,20 +339,30 @@ def reference_dense_decode(
 ):
     """Dense MLA decoding in plain PyTorch (spec section 1).
 
+    Token t of sequence i is k_cache[block_table[i, t // page_block_size], t % page_block_size]
+    (any page_block_size >= 1), or k_cache[i, t] when block_table is None (a non-paged cache
+    [b, s_k_max, h_kv, d_qk]). Only the first cache_seqlens[i] tokens are read.
+
     Returns out [n, s_q, h_q, head_dim_v] and lse [n, h_q, s_q], both float32, for the n
     sequences of `batch_indices` (all by default). A query that attends to no token gets
-    out = 0 and lse = +inf. With return_error_scales, also returns the scales that bound the
-    kernel's inherent rounding error (see check_decode): out_abs = sum_t w_t |v_t| (layout of
-    out) and logit_scale [n, h_q, s_q] = max |logit| + max sum_i |q_i k_i| * softmax_scale over
-    the attended tokens (0 when none).
+    out = 0 and lse = +inf. A sequence with a bad value (dense_decode_value_errors: a negative
+    length, a length beyond the capacity, a used block-table entry outside [0, num_blocks))
+    gets NaN in all of its out and lse, as the kernel gives it. With return_error_scales, also
+    returns the scales that bound the kernel's inherent rounding error (see check_decode):
+    out_abs = sum_t w_t |v_t| (layout of out) and logit_scale [n, h_q, s_q] = max |logit| + max
+    sum_i |q_i k_i| * softmax_scale over the attended tokens (0 when none, or for a bad
+    sequence).
     """
     b, s_q, h_q, d_qk = q.shape
-    page_block_size, h_kv = k_cache.shape[1], k_cache.shape[2]
+    h_kv = k_cache.shape[2]
     group = h_q // h_kv
     scale = d_qk ** (-0.5) if softmax_scale is None else softmax_scale
     lengths = cache_seqlens.tolist()
-    table = block_table.cpu()
-    rows = list(range(b)) if batch_indices is None else list(batch_indices)
+    table = None if block_table is None else block_table.cpu()
+    rows = list(range(b)) if batch_indices is None else [int(i) for i in batch_indices]
+    bad = {
+        e.batch_index for e in dense_decode_value_errors(k_cache, block_table, cache_seqlens, rows)
+    }
     device = q.device
 
     out = torch.zeros(len(rows), s_q, h_q, head_dim_v, dtype=torch.float32, device=device)
@@ -271,13 +370,15 @@ def reference_dense_decode(
     out_abs = torch.zeros_like(out) if return_error_scales else None
     logit_scale = torch.zeros_like(lse) if return_error_scales else None
     for row, i in enumerate(rows):
-        n = int(lengths[i])
-        if n <= 0:
+        if i in bad:
+            out[row] = math.nan
+            lse[row] = math.nan
             continue
-        num_pages = (n + page_block_size - 1) // page_block_size
-        pages = table[i, :num_pages].to(device=k_cache.device, dtype=torch.long)
-        kv = k_cache[pages].reshape(num_pages * page_block_size, h_kv, d_qk)[:n]
-        kv = kv.to(compute_dtype).permute(1, 0, 2)  # [h_kv, n, d_qk]
+        n = int(lengths[i])
+        if n == 0:
+            continue
+        kv = _sequence_rows(k_cache, table, i, n)
+        kv = kv.to(device=device, dtype=compute_dtype).permute(1, 0, 2)  # [h_kv, n, d_qk]
         # Query head h reads KV head h // group: rows of one KV head are (g, j) pairs.
         qi = q[i].to(compute_dtype).permute(1, 0, 2).reshape(h_kv, group * s_q, d_qk)
         logits = torch.bmm(qi, kv.transpose(1, 2)).mul_(scale).view(h_kv, group, s_q, n)
@@ -315,7 +416,9 @@ def check_decode_against_reference(
     batch_indices: Optional[Sequence[int]] = None,
 ) -> dict[str, int]:
     """Computes the float64 reference of `inputs` (for `batch_indices`, all by default) and
-    checks `out`/`lse` (already restricted to those sequences) against it with check_decode."""
+    checks `out`/`lse` (already restricted to those sequences) against it with check_decode.
+    A sequence with a bad value (dense_decode_value_errors) must be NaN throughout, as the
+    reference has it."""
     ref_out, ref_lse, out_abs, logit_scale = reference_dense_decode(
         inputs.q,
         inputs.k_cache,
@@ -330,22 +433,51 @@ def check_decode_against_reference(
     return check_decode(out, lse, ref_out, ref_lse, out_abs, logit_scale)
 
 
+def check_nan_sequences(out: torch.Tensor, lse: torch.Tensor, batch_indices: Sequence[int]) -> None:
+    """Every element of out[i] and lse[i] must be NaN for each i of `batch_indices` (out
+    [b, s_q, h_q, d_v] and lse [b, h_q, s_q] of a whole batch): dense decoding's answer for a
+    sequence with a bad length or block-table entry."""
+    for i in batch_indices:
+        for name, tensor in (("out", out), ("lse", lse)):
+            not_nan = ~tensor[i].isnan()
+            if bool(not_nan.any()):
+                raise AssertionError(
+                    f"{name}[{i}]: {int(not_nan.sum())} of {tensor[i].numel()} elements are not "
+                    f"NaN (sequence {i} has a bad value, so all must be); first at "
+                    f"{_first_indices(not_nan, 5)}"
+                )
+
+
 # Entries written into block-table slots that no token uses: out of range in both directions.
 GARBAGE_BLOCK_IDS = (2**30, -1, 2**31 - 1, -(2**31))
 
 
 @dataclasses.dataclass
 class DecodeInputs:
-    """One decode batch: q, a paged cache with randomly permuted pages and NaN in every row past
-    a sequence's length, and a block table with garbage in the unused entries."""
+    """One decode batch: q, a KV cache with NaN in every row past a sequence's length, and the
+    lengths. Paged (block_table given): k_cache [num_blocks, page_block_size, h_kv, d_qk] with
+    randomly permuted pages, and a block table with garbage in the unused entries. Non-paged
+    (block_table None): k_cache [b, s_k_max, h_kv, d_qk], token t of sequence i at k_cache[i, t].
+    """
 
     q: torch.Tensor  # [b, s_q, h_q, d_qk]
-    k_cache: torch.Tensor  # [num_blocks, page_block_size, h_kv, d_qk]
-    block_table: torch.Tensor  # [b, max_blocks] int32
+    k_cache: torch.Tensor  # [num_blocks, page_block_size, h_kv, d_qk] or [b, s_k_max, h_kv, d_qk]
+    block_table: Optional[torch.Tensor]  # [b, max_blocks] int32; None: non-paged
     cache_seqlens: torch.Tensor  # [b] int32
-    capacity: list[int]  # tokens each sequence's pages can hold
+    capacity: list[int]  # tokens each sequence's pages can hold (non-paged: s_k_max)
     value_scale: float = 1.0
     value_clamp: Optional[float] = None
+    # The NaN-filled buffer k_cache is a view into (make_decode_inputs(strided=True)), else None.
+    k_storage: Optional[torch.Tensor] = None
+
+    @property
+    def paged(self) -> bool:
+        return self.block_table is not None
+
+    @property
+    def page_block_size(self) -> int:
+        """k_cache.shape[1]: tokens per page, or s_k_max for a non-paged cache."""
+        return int(self.k_cache.shape[1])
 
 
 def _random_(t: torch.Tensor, scale: float, clamp: Optional[float], gen: torch.Generator) -> None:
@@ -355,16 +487,44 @@ def _random_(t: torch.Tensor, scale: float, clamp: Optional[float], gen: torch.G
 
 
 def _mark_unused_rows_nan_(inputs: DecodeInputs, lengths: Sequence[int]) -> None:
-    k_cache, table = inputs.k_cache, inputs.block_table.cpu()
+    """NaN into every cache row that no sequence uses (rows past each length). Lengths are
+    clamped to [0, capacity] and out-of-range table entries skipped, so that it also runs on a
+    batch a test has given bad values."""
+    k_cache = inputs.k_cache
     num_blocks, page = k_cache.shape[0], k_cache.shape[1]
+    if inputs.block_table is None:
+        used = torch.tensor([min(max(int(n), 0), page) for n in lengths], dtype=torch.long)
+        unused = torch.arange(page)[None, :] >= used[:, None]  # [b, s_k_max]
+        k_cache[unused.to(k_cache.device)] = float("nan")
+        return
+    table = inputs.block_table.cpu().long()
+    capacity = table.shape[1] * page
     valid = torch.zeros(num_blocks, dtype=torch.long)
     for i, n in enumerate(lengths):
-        full, rest = divmod(int(n), page)
-        valid[table[i, :full].long()] = page
-        if rest:
-            valid[table[i, full].long()] = rest
+        full, rest = divmod(min(max(int(n), 0), capacity), page)
+        ids = table[i, :full]
+        valid[ids[(ids >= 0) & (ids < num_blocks)]] = page
+        if rest and 0 <= int(table[i, full]) < num_blocks:
+            block = int(table[i, full])
+            valid[block] = max(int(valid[block]), rest)
     unused = torch.arange(page)[None, :] >= valid[:, None]  # [num_blocks, page]
     k_cache[unused.to(k_cache.device)] = float("nan")
+
+
+def _cache_tensor(
+    shape: tuple[int, int, int, int],
+    dtype: torch.dtype,
+    device: torch.device | str,
+    strided: bool,
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(k_cache, storage): a new tensor of `shape`, or with `strided` a view into a NaN-filled
+    buffer one entry longer in the first dim, two rows longer in the second and 64 columns
+    wider (strides stay multiples of 8 elements), starting at [1, 1] of it."""
+    if not strided:
+        return torch.empty(shape, dtype=dtype, device=device), None
+    n0, n1, h_kv, d = shape
+    storage = torch.full((n0 + 1, n1 + 2, h_kv, d + 64), math.nan, dtype=dtype, device=device)
+    return storage[1 : n0 + 1, 1 : n1 + 1, :, :d], storage
 
 
 def make_decode_inputs(
@@ -383,15 +543,54 @@ def make_decode_inputs(
     value_scale: float = 1.0,
     value_clamp: Optional[float] = None,
     seed: int = 0,
+    paged: bool = True,
+    extra_rows: int = 0,
+    strided: bool = False,
 ) -> DecodeInputs:
-    """Builds a decode batch for `seqlens`.
+    """Builds a decode batch for `seqlens` (may be empty: b = 0).
 
-    Each sequence owns ceil(max(seqlen, capacity) / page_block_size) pages drawn from a random
-    permutation of a pool of `num_blocks` pages (default: just enough, plus a few spares).
-    Values are standard normal times `value_scale`, clamped to +-`value_clamp` if given.
+    Paged (the default): each sequence owns ceil(max(seqlen, capacity) / page_block_size) pages
+    (any page_block_size >= 1) drawn from a random permutation of a pool of `num_blocks` pages
+    (default: just enough, plus a few spares); the block table has `extra_table_columns` more
+    columns than the longest sequence needs, those and the unused ones holding
+    GARBAGE_BLOCK_IDS.
+
+    Non-paged (paged=False): block_table is None and k_cache is [b, s_k_max, h_kv, d_qk] with
+    s_k_max = max(seqlen, capacity) over the sequences plus `extra_rows` (at least 1);
+    page_block_size, num_blocks and extra_table_columns are not used. Every sequence's capacity
+    is s_k_max.
+
+    With `strided`, k_cache is a view into a larger NaN-filled buffer (DecodeInputs.k_storage;
+    see _cache_tensor), so it is not contiguous. Values are standard normal times
+    `value_scale`, clamped to +-`value_clamp` if given; every cache row past a sequence's
+    length is NaN.
     """
     b = len(seqlens)
     cap = [max(int(n), int(c)) for n, c in zip(seqlens, capacity or seqlens)]
+    lengths = torch.tensor([int(n) for n in seqlens], dtype=torch.int32)
+    q = torch.empty(b, s_q, h_q, d_qk, dtype=dtype, device=device)
+    if not paged:
+        if extra_rows < 0:
+            raise ValueError(f"extra_rows must be >= 0, got {extra_rows}")
+        s_k_max = max(max(cap, default=0) + extra_rows, 1)
+        k_cache, storage = _cache_tensor((b, s_k_max, h_kv, d_qk), dtype, device, strided)
+        inputs = DecodeInputs(
+            q=q,
+            k_cache=k_cache,
+            block_table=None,
+            cache_seqlens=lengths.to(device),
+            capacity=[s_k_max] * b,
+            value_scale=value_scale,
+            value_clamp=value_clamp,
+            k_storage=storage,
+        )
+        refill_(inputs, seed=seed + 1)
+        return inputs
+
+    if page_block_size < 1:
+        raise ValueError(f"page_block_size must be >= 1, got {page_block_size}")
+    if extra_rows:
+        raise ValueError("extra_rows is for non-paged inputs (paged=False)")
     pages_per_seq = [(c + page_block_size - 1) // page_block_size for c in cap]
     needed = sum(pages_per_seq)
     pool = max(num_blocks or 0, needed + 3)
@@ -406,14 +605,16 @@ def make_decode_inputs(
         table[i, :count] = perm[start : start + count]
         start += count
 
+    k_cache, storage = _cache_tensor((pool, page_block_size, h_kv, d_qk), dtype, device, strided)
     inputs = DecodeInputs(
-        q=torch.empty(b, s_q, h_q, d_qk, dtype=dtype, device=device),
-        k_cache=torch.empty(pool, page_block_size, h_kv, d_qk, dtype=dtype, device=device),
+        q=q,
+        k_cache=k_cache,
         block_table=table.to(dtype=torch.int32, device=device),
-        cache_seqlens=torch.tensor(list(seqlens), dtype=torch.int32, device=device),
+        cache_seqlens=lengths.to(device),
         capacity=cap,
         value_scale=value_scale,
         value_clamp=value_clamp,
+        k_storage=storage,
     )
     refill_(inputs, seed=seed + 1)
     return inputs

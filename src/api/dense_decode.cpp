@@ -1,9 +1,12 @@
 // Dense decode entry point: validation -> device check -> TMA map -> split-KV kernel ->
 // combine kernel.
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "api/checks.h"
 #include "api/decode_output_fields.h"
+#include "api/device_error_record.h"
 #include "api/dense_decode_workspace.h"
 #include "api/tensor_map.h"
 #include "flashmla/dense_decode.h"
@@ -13,6 +16,14 @@
 namespace flashmla {
 
 namespace {
+
+// Rows per TMA load of a KV tile (see DenseDecodeKernelParams::load_rows).
+int kv_load_rows(const DenseDecodeParams& params) {
+  const int page = params.page_block_size;
+  if (params.max_blocks_per_seq == 1) return std::min(page, kDecodeTileTokens);  // one page
+  if (page % kDecodeTileTokens == 0) return kDecodeTileTokens;
+  return std::gcd(page, kDecodeTileTokens);
+}
 
 sm90::DenseDecodeKernelParams make_kernel_params(const DenseDecodeParams& params) {
   const auto layout = detail::dense_decode_workspace_layout(params);
@@ -24,6 +35,8 @@ sm90::DenseDecodeKernelParams make_kernel_params(const DenseDecodeParams& params
   k.rows_per_kv = params.seqlen_q * k.heads_per_kv;
   k.page_block_size = params.page_block_size;
   k.max_blocks_per_seq = params.max_blocks_per_seq;
+  k.num_blocks = params.num_blocks;
+  k.load_rows = kv_load_rows(params);
   k.causal = params.causal && params.seqlen_q > 1;
   k.scale_log2 = params.softmax_scale * 1.4426950408889634f;
   k.q = params.q;
@@ -35,18 +48,20 @@ sm90::DenseDecodeKernelParams make_kernel_params(const DenseDecodeParams& params
   k.cache_seqlens = params.cache_seqlens;
   detail::copy_output_fields(params, k);
   detail::copy_plan_fields(params, layout, k);
+  k.error_record = detail::device_error_record_address();
   return k;
 }
 
 CUtensorMap make_k_cache_map(const DenseDecodeParams& params) {
-  // Dims innermost first: head_dim_qk, token in page, KV head, page. Box: 64 columns x 64
-  // tokens of one head of one page (one 128-byte swizzled box of a KV tile).
+  // Dims innermost first: head_dim_qk, token in page, KV head, page. Box: 64 columns x
+  // load_rows tokens of one head of one page (a 128-byte swizzled box of a KV tile, or a piece
+  // of one).
   const uint64_t dims[4] = {uint64_t(params.head_dim_qk), uint64_t(params.page_block_size),
                             uint64_t(params.num_heads_kv), uint64_t(params.num_blocks)};
   const uint64_t strides[3] = {uint64_t(params.k_token_stride) * 2,
                                uint64_t(params.k_head_stride) * 2,
                                uint64_t(params.k_block_stride) * 2};
-  const uint32_t box[4] = {64, 64, 1, 1};
+  const uint32_t box[4] = {64, uint32_t(kv_load_rows(params)), 1, 1};
   return detail::make_tensor_map_4d_16bit(params.k_cache, dims, strides, box, "k_cache");
 }
 
@@ -54,9 +69,15 @@ CUtensorMap make_k_cache_map(const DenseDecodeParams& params) {
 
 void dense_decode(const DenseDecodeParams& params, cudaStream_t stream) {
   validate_dense_decode(params);
+  if (params.batch == 0) return;
   int device = 0;
   detail::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
   check_device_supported(device);
+  // Checked mode: a fresh record before, a synchronisation and a look at it after (not while
+  // capturing a graph, where nothing runs yet).
+  const bool checked =
+      (params.checked || checked_mode_from_environment()) && !detail::stream_is_capturing(stream);
+  if (checked) clear_device_error_record(stream);
 
   const sm90::DenseDecodeKernelParams kernel_params = make_kernel_params(params);
   const CUtensorMap k_map = make_k_cache_map(params);
@@ -80,6 +101,7 @@ void dense_decode(const DenseDecodeParams& params, cudaStream_t stream) {
   combine.lse_accum = kernel_params.lse_accum;
   detail::copy_output_fields(params, combine);
   kernels::launch_combine(combine, params.dtype, stream);
+  if (checked) detail::throw_if_device_error(stream);
 }
 
 }  // namespace flashmla

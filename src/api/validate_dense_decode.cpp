@@ -67,7 +67,7 @@ void check_sizes(const DenseDecodeParams& p) {
   constexpr Kind kUnsupported = Kind::kUnsupported;
   const bool known_dtype = p.dtype == ScalarType::kBFloat16 || p.dtype == ScalarType::kFloat16;
   require(known_dtype, kUnsupported, "dtype", "bfloat16 (0) or float16 (1)", int64_t(p.dtype));
-  require(p.batch >= 1, kBad, "batch", ">= 1", p.batch);
+  require(p.batch >= 0, kBad, "batch", ">= 0", p.batch);
   require(p.seqlen_q >= 1, kBad, "seqlen_q", ">= 1", p.seqlen_q);
   static_assert(kMaxSeqlenQ == 16384);
   require(p.seqlen_q <= kMaxSeqlenQ, kUnsupported, "seqlen_q", "<= 16384", p.seqlen_q);
@@ -87,16 +87,28 @@ void check_sizes(const DenseDecodeParams& p) {
           p.head_dim_qk);
   require(p.head_dim_v == 512, kUnsupported, "head_dim_v", "512", p.head_dim_v);
   require(p.page_block_size >= 1, kBad, "page_block_size", ">= 1", p.page_block_size);
-  if (p.page_block_size % 64 != 0) {
-    fail(kUnsupported, "page_block_size",
-         "this kernel supports page_block_size that is a multiple of 64, got " +
-             str(p.page_block_size));
-  }
-  require(p.num_blocks >= 1, kBad, "num_blocks", ">= 1", p.num_blocks);
-  require(p.max_blocks_per_seq >= 1, kBad, "max_blocks_per_seq", ">= 1", p.max_blocks_per_seq);
   if (!(std::isfinite(p.softmax_scale) && p.softmax_scale > 0.f)) {
     fail_expected(kBad, "softmax_scale", "finite and > 0", float_str(p.softmax_scale));
   }
+}
+
+// The cache's extent; only checked when there is work (batch >= 1).
+void check_cache_sizes(const DenseDecodeParams& p) {
+  constexpr Kind kBad = Kind::kInvalidArgument;
+  if (p.block_table == nullptr) {
+    // Non-paged: one "page" of page_block_size tokens per sequence, k_cache [batch, ...].
+    if (p.num_blocks != p.batch) {
+      fail_expected(kBad, "num_blocks",
+                    "batch (" + str(p.batch) +
+                        ") when block_table is null (a non-paged cache [batch, seqlen_k, h_kv, d])",
+                    str(p.num_blocks));
+    }
+    require(p.max_blocks_per_seq == 1, kBad, "max_blocks_per_seq",
+            "1 when block_table is null (a non-paged cache)", p.max_blocks_per_seq);
+    return;
+  }
+  require(p.num_blocks >= 1, kBad, "num_blocks", ">= 1", p.num_blocks);
+  require(p.max_blocks_per_seq >= 1, kBad, "max_blocks_per_seq", ">= 1", p.max_blocks_per_seq);
 }
 
 void check_pointers(const DenseDecodeParams& p) {
@@ -108,7 +120,6 @@ void check_pointers(const DenseDecodeParams& p) {
   const PointerRule rules[] = {
       {"q", p.q, kVectorBytes},
       {"k_cache", p.k_cache, kVectorBytes},
-      {"block_table", p.block_table, 4},
       {"cache_seqlens", p.cache_seqlens, 4},
       {"out", p.out, kVectorBytes},
       {"lse", p.lse, 4},
@@ -116,6 +127,10 @@ void check_pointers(const DenseDecodeParams& p) {
       {"num_splits", p.num_splits, 4},
       {"workspace", p.workspace, 16},
   };
+  // block_table may be null (a non-paged cache) but must be aligned when given.
+  if (reinterpret_cast<uintptr_t>(p.block_table) % 4 != 0) {
+    fail_expected(Kind::kUnsupported, "block_table", "4-byte aligned", address(p.block_table));
+  }
   for (const PointerRule& rule : rules) {
     if (rule.pointer == nullptr) {
       fail_expected(Kind::kInvalidArgument, rule.name, "a non-null device pointer", "null");
@@ -138,6 +153,7 @@ void check_strides(const DenseDecodeParams& p) {
   };
   const int64_t d_v = p.head_dim_v;
   const int64_t s_q = p.seqlen_q;
+  const bool paged = p.block_table != nullptr;  // else block_table_batch_stride is unused
   constexpr int64_t kVec = kVectorElems;
   constexpr int64_t kTma = kMaxTmaStrideElems;
   constexpr int64_t kAnyMax = INT64_MAX;
@@ -153,7 +169,8 @@ void check_strides(const DenseDecodeParams& p) {
       {"k_block_stride",           p.k_block_stride,           1,   kPositive, kVec,    kTma},
       {"k_token_stride",           p.k_token_stride,           1,   kPositive, kVec,    kTma},
       {"k_head_stride",            p.k_head_stride,            1,   kPositive, kVec,    kTma},
-      {"block_table_batch_stride", p.block_table_batch_stride, 1,   kPositive, 1,       kAnyMax},
+      {"block_table_batch_stride", paged ? p.block_table_batch_stride : 1,
+                                                              1,   kPositive, 1,       kAnyMax},
       {"out_batch_stride",         p.out_batch_stride,         d_v, kOutRows,  kVec,    kTma},
       {"out_seq_stride",           p.out_seq_stride,           d_v, kOutRows,  kVec,    kTma},
       {"out_head_stride",          p.out_head_stride,          d_v, kOutRows,  kVec,    kTma},
@@ -197,7 +214,11 @@ void check_extents(const DenseDecodeParams& p) {
        last(p.num_blocks, p.k_block_stride) + last(p.page_block_size, p.k_token_stride) +
            last(p.num_heads_kv, p.k_head_stride) + last(p.head_dim_qk, 1),
        2},
-      {"block_table", last(p.batch, p.block_table_batch_stride) + last(p.max_blocks_per_seq, 1), 4},
+      {"block_table",
+       p.block_table == nullptr
+           ? Wide(0)
+           : last(p.batch, p.block_table_batch_stride) + last(p.max_blocks_per_seq, 1),
+       4},
       {"out",
        last(p.batch, p.out_batch_stride) + last(p.seqlen_q, p.out_seq_stride) +
            last(p.num_heads_q, p.out_head_stride) + last(p.head_dim_v, 1),
@@ -234,6 +255,8 @@ void check_plan(const DenseDecodeParams& p) {
 void validate_dense_decode(const DenseDecodeParams& params) {
   // Sizes first: the later checks use them as bounds.
   check_sizes(params);
+  if (params.batch == 0) return;  // nothing to do: no tensor is touched
+  check_cache_sizes(params);
   check_pointers(params);
   check_strides(params);
   check_extents(params);

@@ -49,7 +49,7 @@ void check_inputs(const DenseDecodeParams& p, const float* out, const float* lse
   if (p.dtype != ScalarType::kBFloat16 && p.dtype != ScalarType::kFloat16) {
     fail("dtype", "must be bfloat16 or float16");
   }
-  if (p.batch < 1) fail("batch", "must be >= 1, got " + std::to_string(p.batch));
+  if (p.batch < 0) fail("batch", "must be >= 0, got " + std::to_string(p.batch));
   if (p.seqlen_q < 1) fail("seqlen_q", "must be >= 1, got " + std::to_string(p.seqlen_q));
   if (p.num_heads_kv < 1) {
     fail("num_heads_kv", "must be >= 1, got " + std::to_string(p.num_heads_kv));
@@ -63,9 +63,22 @@ void check_inputs(const DenseDecodeParams& p, const float* out, const float* lse
     fail("head_dim_v", "must be in [1, head_dim_qk], got " + std::to_string(p.head_dim_v));
   }
   if (p.page_block_size < 1) fail("page_block_size", "must be >= 1");
+  if (p.batch == 0) return;  // nothing to compute: no pointer is read
+  const bool paged = p.block_table != nullptr;
+  if (!paged) {
+    // Non-paged cache: k_cache is [batch, page_block_size, h_kv, d_qk].
+    if (p.num_blocks != p.batch) {
+      fail("num_blocks", "must be batch (" + std::to_string(p.batch) +
+                             ") when block_table is null (non-paged cache), got " +
+                             std::to_string(p.num_blocks));
+    }
+    if (p.max_blocks_per_seq != 1) {
+      fail("max_blocks_per_seq", "must be 1 when block_table is null (non-paged cache), got " +
+                                     std::to_string(p.max_blocks_per_seq));
+    }
+  }
   if (p.q == nullptr) fail("q", "must not be null");
   if (p.k_cache == nullptr) fail("k_cache", "must not be null");
-  if (p.block_table == nullptr) fail("block_table", "must not be null");
   if (p.cache_seqlens == nullptr) fail("cache_seqlens", "must not be null");
   if (out == nullptr) fail("out", "must not be null");
   if (lse == nullptr) fail("lse", "must not be null");
@@ -74,6 +87,14 @@ void check_inputs(const DenseDecodeParams& p, const float* out, const float* lse
     if (seqlen < 0) {
       fail("cache_seqlens",
            "must be >= 0, got " + std::to_string(seqlen) + " at index " + std::to_string(i));
+    }
+    if (!paged) {
+      if (seqlen > p.page_block_size) {
+        fail("cache_seqlens", "[" + std::to_string(i) + "] = " + std::to_string(seqlen) +
+                                  " exceeds the non-paged cache's page_block_size (" +
+                                  std::to_string(p.page_block_size) + ")");
+      }
+      continue;
     }
     const int64_t pages = pages_needed(seqlen, p.page_block_size);
     if (pages > p.max_blocks_per_seq) {
@@ -236,10 +257,13 @@ class ItemComputer {
                  std::vector<float>& keys) const {
     keys.resize(size_t(count) * columns);
     const auto* cache = static_cast<const uint16_t*>(p_.k_cache);
-    const int32_t* table = p_.block_table + item.batch_idx * p_.block_table_batch_stride;
+    // Non-paged (no table): sequence i is block i and every token is below page_block_size.
+    const int32_t* table = p_.block_table == nullptr
+                               ? nullptr
+                               : p_.block_table + item.batch_idx * p_.block_table_batch_stride;
     for (int tt = 0; tt < count; ++tt) {
       const int64_t t = t0 + tt;
-      const int64_t block = table[t / p_.page_block_size];
+      const int64_t block = table == nullptr ? item.batch_idx : table[t / p_.page_block_size];
       const uint16_t* row = cache + block * p_.k_block_stride +
                             (t % p_.page_block_size) * p_.k_token_stride +
                             int64_t(item.kv_head) * p_.k_head_stride;
@@ -264,6 +288,7 @@ class ItemComputer {
 void dense_decode_reference(const DenseDecodeParams& params, float* out, float* lse, float* out_abs,
                             float* max_logit) {
   check_inputs(params, out, lse);
+  if (params.batch == 0) return;
   const int rows = params.seqlen_q * (params.num_heads_q / params.num_heads_kv);
   // Big items share each converted K tile among more rows; small ones give every thread
   // work when there are few (sequence, KV head) pairs (e.g. one long sequence).

@@ -14,9 +14,15 @@ namespace flashmla::reference {
 // plan and the workspace fields are ignored. Results go to dense float arrays:
 //   out: [batch, seqlen_q, num_heads_q, head_dim_v], lse: [batch, num_heads_q, seqlen_q].
 // A query that attends to no token gets out = 0 and lse = +inf. Only the cache rows and table
-// entries a sequence needs are read. Throws flashmla::Error on shapes it cannot compute, a
-// negative length, a length needing more than max_blocks_per_seq pages, or a used table entry
-// outside [0, num_blocks). Uses several threads for large problems.
+// entries a sequence needs are read. Any page_block_size >= 1. block_table == nullptr is a
+// non-paged cache, as in dense_decode: k_cache is [batch, page_block_size, h_kv, d_qk] (token t
+// of sequence i at k_cache + i * k_block_stride + t * k_token_stride), num_blocks must be batch
+// and max_blocks_per_seq 1, and block_table_batch_stride is ignored. batch == 0 computes
+// nothing (pointers may then be null). Throws flashmla::Error on shapes it cannot compute, a
+// negative length, a length needing more than max_blocks_per_seq pages (non-paged: a length
+// above page_block_size, naming cache_seqlens), or a used table entry outside
+// [0, num_blocks) (where dense_decode would mark the sequence NaN instead). Uses several
+// threads for large problems.
 //
 // Optional extras (computed in the same pass when non-null), for rounding-aware comparisons:
 //   out_abs:   [batch, seqlen_q, num_heads_q, head_dim_v] (the layout of out):

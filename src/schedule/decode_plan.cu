@@ -22,8 +22,8 @@ __global__ void plan_decode_kernel(int batch, const int32_t* __restrict__ cache_
 }
 
 void check_shape(const DecodeScheduleShape& shape, const char* fn) {
-  detail::require(shape.batch >= 1, fn, "batch",
-                  "must be >= 1, got " + std::to_string(shape.batch));
+  detail::require(shape.batch >= 0, fn, "batch",
+                  "must be >= 0, got " + std::to_string(shape.batch));
   detail::require(shape.rows_per_kv_head >= 1, fn, "rows_per_kv_head",
                   "(s_q * h_q / h_kv) must be >= 1, got " + std::to_string(shape.rows_per_kv_head));
   detail::require(shape.num_heads_kv >= 1, fn, "num_heads_kv",
@@ -58,7 +58,9 @@ void plan_decode(const DecodeScheduleShape& shape, const int32_t* cache_seqlens,
   check_shape(shape, fn);
   detail::require(page_block_size > 0, fn, "page_block_size",
                   "must be > 0, got " + std::to_string(page_block_size));
-  detail::require(cache_seqlens != nullptr, fn, "cache_seqlens", "must not be null");
+  // An empty batch (batch 0) may come with a null cache_seqlens; the plan is still written.
+  detail::require(cache_seqlens != nullptr || shape.batch == 0, fn, "cache_seqlens",
+                  "must not be null");
   detail::require(tile_scheduler_metadata != nullptr, fn, "tile_scheduler_metadata",
                   "must not be null");
   detail::require(num_splits != nullptr, fn, "num_splits", "must not be null");
@@ -78,7 +80,8 @@ void plan_decode_host(const DecodeScheduleShape& shape, const int32_t* cache_seq
                   "must be > 0, got " + std::to_string(page_block_size));
   detail::require(num_parts >= 1, fn, "num_parts",
                   "must be >= 1, got " + std::to_string(num_parts));
-  detail::require(cache_seqlens != nullptr, fn, "cache_seqlens", "must not be null");
+  detail::require(cache_seqlens != nullptr || shape.batch == 0, fn, "cache_seqlens",
+                  "must not be null");
   detail::require(tile_scheduler_metadata != nullptr, fn, "tile_scheduler_metadata",
                   "must not be null");
   detail::require(num_splits != nullptr, fn, "num_splits", "must not be null");

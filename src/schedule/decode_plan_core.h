@@ -20,7 +20,10 @@ namespace flashmla::detail {
 
 FLASHMLA_HOST_DEVICE inline int decode_num_tiles(int32_t seqlen) {
   // Negative lengths are treated as empty; the kernels clamp them the same way.
-  return seqlen > 0 ? (seqlen + kDecodeTileTokens - 1) / kDecodeTileTokens : 0;
+  // In 64 bits: a (wrong) length near INT32_MAX must not wrap.
+  return seqlen > 0
+             ? static_cast<int>((int64_t(seqlen) + kDecodeTileTokens - 1) / kDecodeTileTokens)
+             : 0;
 }
 
 // Tiles of sparse sequence i: its main and extra index lists are tiled separately.

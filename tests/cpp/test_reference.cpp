@@ -1,11 +1,16 @@
 // The CPU reference of dense decode against a plain brute-force formula (long double, dense
-// K/V gathered from the pages), plus small exact cases with integer-valued inputs.
+// K/V gathered from the pages), plus small exact cases with integer-valued inputs, and the
+// same logical data under other cache layouts (page sizes, non-paged) giving the same result.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <numeric>
 #include <ostream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -43,8 +48,8 @@ struct BruteResult {
   std::vector<long double> max_logit;  // largest scaled logit (-inf when none), layout of lse
 };
 
-// The spec, written as directly as possible: gather sequence i's K rows page by page into a
-// dense matrix, then one softmax per query row.
+// The spec, written as directly as possible: gather sequence i's K rows page by page (or from
+// block i of a non-paged cache) into a dense matrix, then one softmax per query row.
 BruteResult brute_force(const DenseDecodeParams& p) {
   const int b = p.batch, s_q = p.seqlen_q, h_q = p.num_heads_q, d_v = p.head_dim_v;
   const int group = p.num_heads_q / p.num_heads_kv;
@@ -63,7 +68,10 @@ BruteResult brute_force(const DenseDecodeParams& p) {
     for (int kv = 0; kv < p.num_heads_kv; ++kv) {
       std::vector<std::vector<long double>> keys(len, std::vector<long double>(p.head_dim_qk));
       for (int t = 0; t < len; ++t) {
-        const int32_t page = p.block_table[i * p.block_table_batch_stride + t / p.page_block_size];
+        const int32_t page =
+            p.block_table == nullptr
+                ? i
+                : p.block_table[i * p.block_table_batch_stride + t / p.page_block_size];
         const uint16_t* row = cache + page * p.k_block_stride +
                               (t % p.page_block_size) * p.k_token_stride + kv * p.k_head_stride;
         for (int d = 0; d < p.head_dim_qk; ++d) keys[t][d] = value(row[d]);
@@ -202,6 +210,34 @@ std::vector<RandomCase> random_cases() {
   DenseDecodeCase sharp = make_case(bf16, 576, 2, 1, 1, false, {90}, 64, 18);
   sharp.softmax_scale = 0.5f;
   cases.push_back({"bf16_sharp_scale", sharp});
+  // Any page size: pages smaller than a tile, not dividing 64, larger than a tile.
+  cases.push_back(
+      {"bf16_page1", make_case(bf16, 576, 4, 1, 2, true, {0, 1, 2, 63, 64, 65, 150}, 1, 40)});
+  cases.push_back({"fp16_page2_hkv2", make_case(fp16, 512, 4, 2, 1, false, {1, 3, 64, 99}, 2, 41)});
+  cases.push_back(
+      {"bf16_page16_causal", make_case(bf16, 576, 3, 1, 3, true, {0, 15, 16, 17, 200}, 16, 42)});
+  cases.push_back(
+      {"fp16_page53", make_case(fp16, 576, 2, 1, 2, false, {0, 1, 52, 53, 54, 106, 300}, 53, 43)});
+  cases.push_back({"bf16_page100_hkv2_causal",
+                   make_case(bf16, 512, 6, 2, 2, true, {99, 100, 101, 250}, 100, 44)});
+  DenseDecodeCase page53_padded = make_case(bf16, 576, 3, 1, 2, true, {54, 0, 159, 7}, 53, 45);
+  page53_padded.k_token_pad = 11;
+  page53_padded.k_block_pad = 5;
+  page53_padded.table_pad = 3;
+  cases.push_back({"bf16_page53_padded_strides", page53_padded});
+  // Non-paged caches: [batch, s_k_max, h_kv, d_qk], no table.
+  DenseDecodeCase flat = make_case(bf16, 576, 4, 1, 2, true, {0, 1, 49, 50, 17}, 50, 46);
+  flat.non_paged = true;
+  cases.push_back({"bf16_non_paged_50", flat});
+  DenseDecodeCase flat_hkv = make_case(fp16, 512, 6, 3, 1, false, {300, 1, 0, 129}, 333, 47);
+  flat_hkv.non_paged = true;
+  flat_hkv.k_head_pad = 3;
+  flat_hkv.k_token_pad = 7;
+  flat_hkv.k_block_pad = 13;
+  cases.push_back({"fp16_non_paged_hkv3_padded", flat_hkv});
+  DenseDecodeCase flat_long = make_case(bf16, 576, 8, 1, 1, false, {1000, 999, 64}, 1000, 48);
+  flat_long.non_paged = true;
+  cases.push_back({"bf16_non_paged_1000", flat_long});
   return cases;
 }
 
@@ -404,6 +440,179 @@ TEST_F(ExactReference, GroupedHeadsReadTheirOwnKvHead) {
 }
 
 // ---------------------------------------------------------------------------------------
+// One logical problem under several cache layouts: the reference reads the same tokens in the
+// same order whatever the layout, so the results are bit-identical.
+
+// A copy of `src`'s cache in another layout: pages of `page` tokens (shuffled, with spare NaN
+// pages and garbage past each sequence's pages), or non-paged with `page` tokens per
+// sequence. Token and block strides are padded differently from the source.
+class Relaid {
+ public:
+  Relaid(const DenseDecodeHostData& src, int page, bool non_paged, uint32_t seed)
+      : base_(src.params()), page_(page), non_paged_(non_paged) {
+    const DenseDecodeParams& p = base_;
+    const int b = p.batch;
+    head_stride_ = p.head_dim_qk + 8;
+    token_stride_ = p.num_heads_kv * head_stride_ + 16;
+    block_stride_ = int64_t(page) * token_stride_ + 24;
+    std::vector<int32_t> first_page(b, 0);
+    if (non_paged) {
+      num_blocks_ = b;
+      max_blocks_ = 1;
+    } else {
+      int total = 0;
+      max_blocks_ = 1;
+      for (int i = 0; i < b; ++i) {
+        const int pages = (p.cache_seqlens[i] + page - 1) / page;
+        first_page[i] = total;
+        total += pages;
+        max_blocks_ = std::max(max_blocks_, pages);
+      }
+      max_blocks_ += 1;
+      num_blocks_ = total + 3;
+      std::vector<int32_t> order(num_blocks_);
+      std::iota(order.begin(), order.end(), 0);
+      std::shuffle(order.begin(), order.end(), std::mt19937(seed));
+      table_stride_ = max_blocks_ + 2;
+      table_.assign(size_t(b) * table_stride_, -1);
+      for (int i = 0; i < b; ++i) {
+        const int pages = (p.cache_seqlens[i] + page - 1) / page;
+        for (int j = 0; j < pages; ++j)
+          table_[size_t(i) * table_stride_ + j] = order[first_page[i] + j];
+        for (int j = pages; j < table_stride_; ++j) {
+          table_[size_t(i) * table_stride_ + j] = j % 2 ? num_blocks_ : -12345;  // never used
+        }
+      }
+    }
+    cache_.assign(size_t(num_blocks_) * block_stride_, testing::nan_bits(p.dtype));
+    for (int i = 0; i < b; ++i) {
+      for (int t = 0; t < p.cache_seqlens[i]; ++t) {
+        const int64_t block = non_paged ? i : table_[size_t(i) * table_stride_ + t / page];
+        for (int h = 0; h < p.num_heads_kv; ++h) {
+          uint16_t* dst =
+              &cache_[block * block_stride_ + (t % page) * token_stride_ + h * head_stride_];
+          std::memcpy(dst, src.k_row(i, t, h), sizeof(uint16_t) * p.head_dim_qk);
+        }
+      }
+    }
+  }
+  Relaid(const Relaid&) = delete;
+  Relaid& operator=(const Relaid&) = delete;
+
+  DenseDecodeParams params() const {
+    DenseDecodeParams p = base_;
+    p.page_block_size = page_;
+    p.num_blocks = num_blocks_;
+    p.max_blocks_per_seq = max_blocks_;
+    p.k_cache = cache_.data();
+    p.k_block_stride = block_stride_;
+    p.k_token_stride = token_stride_;
+    p.k_head_stride = head_stride_;
+    p.block_table = non_paged_ ? nullptr : table_.data();
+    p.block_table_batch_stride = non_paged_ ? 0 : table_stride_;
+    return p;
+  }
+
+ private:
+  DenseDecodeParams base_;  // host pointers into the source (q, cache_seqlens)
+  int page_;
+  bool non_paged_;
+  int num_blocks_ = 0, max_blocks_ = 0;
+  int64_t head_stride_ = 0, token_stride_ = 0, block_stride_ = 0, table_stride_ = 0;
+  std::vector<uint16_t> cache_;
+  std::vector<int32_t> table_;
+};
+
+struct FullResult {
+  std::vector<float> out, lse, out_abs, max_logit;
+};
+
+FullResult run_reference_with_extras(const DenseDecodeParams& p) {
+  FullResult r;
+  r.out.assign(size_t(p.batch) * p.seqlen_q * p.num_heads_q * p.head_dim_v, -777.f);
+  r.lse.assign(size_t(p.batch) * p.num_heads_q * p.seqlen_q, -777.f);
+  r.out_abs.assign(r.out.size(), -777.f);
+  r.max_logit.assign(r.lse.size(), -777.f);
+  dense_decode_reference(p, r.out.data(), r.lse.data(), r.out_abs.data(), r.max_logit.data());
+  return r;
+}
+
+void expect_same_results(const FullResult& got, const FullResult& want) {
+  EXPECT_EQ(got.out, want.out);
+  EXPECT_EQ(got.lse, want.lse);
+  EXPECT_EQ(got.out_abs, want.out_abs);
+  EXPECT_EQ(got.max_logit, want.max_logit);
+}
+
+TEST(ReferenceLayouts, NonPagedEqualsPaged) {
+  DenseDecodeCase c =
+      make_case(ScalarType::kBFloat16, 576, 4, 2, 2, true, {0, 1, 49, 50, 17, 33}, 50, 60);
+  c.non_paged = true;
+  c.k_block_pad = 8;
+  DenseDecodeHostData flat(c);
+  const FullResult want = run_reference_with_extras(flat.params());
+  EXPECT_FALSE(std::isinf(want.lse[(size_t(2) * 4 + 0) * 2 + 1]));  // something was attended
+  for (int page : {1, 16, 50, 64}) {
+    SCOPED_TRACE("paged, page " + std::to_string(page));
+    const Relaid paged(flat, page, /*non_paged=*/false, 61 + page);
+    expect_same_results(run_reference_with_extras(paged.params()), want);
+  }
+  {
+    SCOPED_TRACE("non-paged with room to spare (s_k_max 80)");
+    const Relaid wider(flat, 80, /*non_paged=*/true, 0);
+    expect_same_results(run_reference_with_extras(wider.params()), want);
+  }
+  // Brute force on the non-paged layout too: equal results are also right ones.
+  expect_matches_brute_force(flat.params());
+}
+
+TEST(ReferenceLayouts, PageSizesAgreeWithPage64) {
+  for (const auto dtype : {ScalarType::kBFloat16, ScalarType::kFloat16}) {
+    SCOPED_TRACE(to_string(dtype));
+    DenseDecodeHostData data(
+        make_case(dtype, 576, 3, 1, 3, true, {0, 1, 63, 64, 65, 130, 200, 2}, 64, 62));
+    const FullResult want = run_reference_with_extras(data.params());
+    for (int page : {1, 2, 16, 32, 53, 100, 256}) {
+      SCOPED_TRACE("page " + std::to_string(page));
+      const Relaid relaid(data, page, /*non_paged=*/false, 63 + page);
+      expect_same_results(run_reference_with_extras(relaid.params()), want);
+    }
+    SCOPED_TRACE("non-paged, s_k_max 200");
+    const Relaid flat(data, 200, /*non_paged=*/true, 0);
+    expect_same_results(run_reference_with_extras(flat.params()), want);
+  }
+}
+
+TEST(ReferenceLayouts, ManyThreadsPage1EqualsPage64) {
+  // Large enough for several threads and items; page 1 is the most scattered layout.
+  DenseDecodeHostData data(
+      make_case(ScalarType::kBFloat16, 576, 40, 1, 2, true, {700, 300}, 64, 64));
+  const FullResult want = run_reference_with_extras(data.params());
+  const Relaid page1(data, 1, /*non_paged=*/false, 65);
+  expect_same_results(run_reference_with_extras(page1.params()), want);
+  const Relaid flat(data, 700, /*non_paged=*/true, 0);
+  expect_same_results(run_reference_with_extras(flat.params()), want);
+}
+
+TEST(ReferenceLayouts, EmptyBatchComputesNothing) {
+  DenseDecodeParams p;
+  p.dtype = ScalarType::kBFloat16;
+  p.batch = 0;
+  p.seqlen_q = 1;
+  p.num_heads_q = 16;
+  p.num_heads_kv = 1;
+  p.head_dim_qk = 576;
+  p.head_dim_v = 512;
+  p.page_block_size = 64;
+  p.softmax_scale = 0.1f;
+  EXPECT_NO_THROW(dense_decode_reference(p, nullptr, nullptr));  // every pointer null
+  float out = -777.f, lse = -777.f;
+  EXPECT_NO_THROW(dense_decode_reference(p, &out, &lse));
+  EXPECT_EQ(out, -777.f);
+  EXPECT_EQ(lse, -777.f);
+}
+
+// ---------------------------------------------------------------------------------------
 // Inputs the reference refuses instead of reading out of bounds.
 
 TEST(ReferenceRejects, NegativeLength) {
@@ -430,6 +639,68 @@ TEST(ReferenceRejects, LengthNeedingMorePagesThanTheTableHas) {
   data.cache_seqlens[0] = 64 * 2 + 1;  // the table has 1 + 1 extra columns
   std::vector<float> out(512), lse(1);
   EXPECT_THROW(dense_decode_reference(data.params(), out.data(), lse.data()), Error);
+}
+
+// Non-paged: the reference checks the non-paged shape rules and every length against the
+// capacity page_block_size.
+void expect_reference_rejects(const DenseDecodeParams& p, const char* argument) {
+  std::vector<float> out(size_t(p.batch) * p.seqlen_q * p.num_heads_q * p.head_dim_v);
+  std::vector<float> lse(size_t(p.batch) * p.num_heads_q * p.seqlen_q);
+  try {
+    dense_decode_reference(p, out.data(), lse.data());
+    ADD_FAILURE() << "expected flashmla::Error naming " << argument;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.argument(), argument) << e.what();
+  }
+}
+
+TEST(ReferenceRejects, NonPagedBadLengthsAndShapes) {
+  DenseDecodeCase c = make_case(ScalarType::kBFloat16, 576, 1, 1, 1, false, {5, 20, 0}, 20, 24);
+  c.non_paged = true;
+  DenseDecodeHostData data(c);
+  {
+    SCOPED_TRACE("valid");
+    std::vector<float> out(3 * 512), lse(3);
+    EXPECT_NO_THROW(dense_decode_reference(data.params(), out.data(), lse.data()));
+  }
+  {
+    SCOPED_TRACE("length beyond s_k_max");
+    data.cache_seqlens[1] = 21;
+    expect_reference_rejects(data.params(), "cache_seqlens");
+    data.cache_seqlens[1] = 20;
+  }
+  {
+    SCOPED_TRACE("negative length");
+    data.cache_seqlens[2] = -1;
+    expect_reference_rejects(data.params(), "cache_seqlens");
+    data.cache_seqlens[2] = 0;
+  }
+  {
+    SCOPED_TRACE("num_blocks != batch");
+    DenseDecodeParams p = data.params();
+    p.num_blocks = 4;
+    expect_reference_rejects(p, "num_blocks");
+  }
+  {
+    SCOPED_TRACE("max_blocks_per_seq != 1");
+    DenseDecodeParams p = data.params();
+    p.max_blocks_per_seq = 2;
+    expect_reference_rejects(p, "max_blocks_per_seq");
+  }
+}
+
+TEST(ReferenceRejects, OddPageSizeBadEntries) {
+  // Page 53: 54 tokens use columns 0 and 1; column 2 is never read.
+  DenseDecodeHostData data(make_case(ScalarType::kBFloat16, 576, 1, 1, 1, false, {54}, 53, 25));
+  std::vector<float> out(512), lse(1);
+  data.block_table[2] = -1;
+  EXPECT_NO_THROW(dense_decode_reference(data.params(), out.data(), lse.data()));
+  const int32_t saved = data.block_table[1];
+  data.block_table[1] = data.params().num_blocks;
+  expect_reference_rejects(data.params(), "block_table");
+  data.block_table[1] = saved;
+  data.cache_seqlens[0] = 53 * 3 + 1;  // needs 4 columns; the table has 2 + 1 spare
+  expect_reference_rejects(data.params(), "block_table");
 }
 
 TEST(ReferenceOutput, RoundsToTheParamsDtype) {

@@ -11,59 +11,19 @@
 #include <vector>
 
 #include "flashmla/dense_decode.h"
+#include "dense_decode_valid_params.h"
 #include "validation_helpers.h"
 
 namespace flashmla {
 namespace {
 
 using testing::expect_error_names;
-using testing::fake_pointer;
 using testing::misalign;
+using testing::set_dense_strides;
 using testing::test_name;
 
-// Dense strides for the given shapes.
-void set_dense_strides(DenseDecodeParams& p) {
-  p.q_head_stride = p.head_dim_qk;
-  p.q_seq_stride = int64_t(p.num_heads_q) * p.q_head_stride;
-  p.q_batch_stride = int64_t(p.seqlen_q) * p.q_seq_stride;
-  p.k_head_stride = p.head_dim_qk;
-  p.k_token_stride = int64_t(p.num_heads_kv) * p.k_head_stride;
-  p.k_block_stride = int64_t(p.page_block_size) * p.k_token_stride;
-  p.block_table_batch_stride = p.max_blocks_per_seq;
-  p.out_head_stride = p.head_dim_v;
-  p.out_seq_stride = int64_t(p.num_heads_q) * p.out_head_stride;
-  p.out_batch_stride = int64_t(p.seqlen_q) * p.out_seq_stride;
-  p.lse_head_stride = p.seqlen_q;
-  p.lse_batch_stride = int64_t(p.num_heads_q) * p.lse_head_stride;
-}
-
 DenseDecodeParams valid_params() {
-  DenseDecodeParams p;
-  p.dtype = ScalarType::kBFloat16;
-  p.batch = 4;
-  p.seqlen_q = 2;
-  p.num_heads_q = 16;
-  p.num_heads_kv = 1;
-  p.head_dim_qk = 576;
-  p.head_dim_v = 512;
-  p.page_block_size = 64;
-  p.num_blocks = 100;
-  p.max_blocks_per_seq = 32;
-  p.softmax_scale = 1.f / 24.f;
-  p.causal = true;
-  p.q = fake_pointer<const void>(0x7f0000000000);
-  p.k_cache = fake_pointer<const void>(0x7f1000000000);
-  p.block_table = fake_pointer<const int32_t>(0x7f2000000000);
-  p.cache_seqlens = fake_pointer<const int32_t>(0x7f2000100000);
-  p.out = fake_pointer<void>(0x7f3000000000);
-  p.lse = fake_pointer<float>(0x7f3000100000);
-  p.tile_scheduler_metadata = fake_pointer<const int32_t>(0x7f4000000000);
-  p.num_splits = fake_pointer<const int32_t>(0x7f4000100000);
-  p.num_parts = 66;
-  p.workspace = fake_pointer<void>(0x7f5000000000);
-  set_dense_strides(p);
-  p.workspace_bytes = dense_decode_workspace_bytes(p);
-  return p;
+  return testing::valid_dense_decode_params();
 }
 
 TEST(ValidateDenseDecode, AcceptsValidParams) {
@@ -87,6 +47,15 @@ TEST(ValidateDenseDecode, AcceptsSupportedVariants) {
       {"h_q 128, h_kv 2", [](auto& p) { p.num_heads_q = 128, p.num_heads_kv = 2; }},
       {"page 128", [](auto& p) { p.page_block_size = 128; }},
       {"page 256", [](auto& p) { p.page_block_size = 256; }},
+      // Any page size >= 1 (not only multiples of 64).
+      {"page 1", [](auto& p) { p.page_block_size = 1; }},
+      {"page 16", [](auto& p) { p.page_block_size = 16; }},
+      {"page 32", [](auto& p) { p.page_block_size = 32; }},
+      {"page 53", [](auto& p) { p.page_block_size = 53; }},
+      {"page 96", [](auto& p) { p.page_block_size = 96; }},
+      {"page 100", [](auto& p) { p.page_block_size = 100; }},
+      {"non-paged",
+       [](auto& p) { p.block_table = nullptr, p.num_blocks = p.batch, p.max_blocks_per_seq = 1; }},
       {"batch 1", [](auto& p) { p.batch = 1; }},
       {"not causal", [](auto& p) { p.causal = false; }},
       {"s_q 16384", [](auto& p) { p.seqlen_q = 16384, p.num_heads_q = 128; }},
@@ -138,7 +107,7 @@ const std::vector<Mutation>& mutations() {
   static const std::vector<Mutation> table = {
       // Element type and sizes.
       {"dtype 7", [](auto& p) { p.dtype = static_cast<ScalarType>(7); }, "dtype", K::kUnsupported},
-      {"batch 0", [](auto& p) { p.batch = 0; }, "batch", K::kInvalidArgument},
+      {"batch -1", [](auto& p) { p.batch = -1; }, "batch", K::kInvalidArgument},
       {"batch -3", [](auto& p) { p.batch = -3; }, "batch", K::kInvalidArgument},
       {"seqlen_q 0", [](auto& p) { p.seqlen_q = 0; }, "seqlen_q", K::kInvalidArgument},
       {"seqlen_q 20000", [](auto& p) { p.seqlen_q = 20000; }, "seqlen_q", K::kUnsupported},
@@ -158,8 +127,6 @@ const std::vector<Mutation>& mutations() {
       {"page 0", [](auto& p) { p.page_block_size = 0; }, "page_block_size", K::kInvalidArgument},
       {"page -64", [](auto& p) { p.page_block_size = -64; }, "page_block_size",
        K::kInvalidArgument},
-      {"page 16", [](auto& p) { p.page_block_size = 16; }, "page_block_size", K::kUnsupported},
-      {"page 96", [](auto& p) { p.page_block_size = 96; }, "page_block_size", K::kUnsupported},
       {"num_blocks 0", [](auto& p) { p.num_blocks = 0; }, "num_blocks", K::kInvalidArgument},
       {"max_blocks_per_seq 0", [](auto& p) { p.max_blocks_per_seq = 0; }, "max_blocks_per_seq",
        K::kInvalidArgument},
@@ -174,7 +141,13 @@ const std::vector<Mutation>& mutations() {
       // Null pointers.
       {"q null", [](auto& p) { p.q = nullptr; }, "q", K::kInvalidArgument},
       {"k_cache null", [](auto& p) { p.k_cache = nullptr; }, "k_cache", K::kInvalidArgument},
-      {"block_table null", [](auto& p) { p.block_table = nullptr; }, "block_table",
+      // A null block_table is a non-paged cache: num_blocks must then be batch (4, not 100)
+      // and max_blocks_per_seq 1.
+      {"block_table null with 100 blocks",
+       [](auto& p) { p.block_table = nullptr, p.max_blocks_per_seq = 1; }, "num_blocks",
+       K::kInvalidArgument},
+      {"block_table null with 32 columns",
+       [](auto& p) { p.block_table = nullptr, p.num_blocks = p.batch; }, "max_blocks_per_seq",
        K::kInvalidArgument},
       {"cache_seqlens null", [](auto& p) { p.cache_seqlens = nullptr; }, "cache_seqlens",
        K::kInvalidArgument},
@@ -290,8 +263,7 @@ TEST(ValidateDenseDecode, MessagesSayWhatWasExpectedAndGot) {
   };
   EXPECT_EQ(message([](auto& p) { p.head_dim_qk = 320; }),
             "dense_decode: head_dim_qk must be 576 or 512, got 320");
-  EXPECT_EQ(message([](auto& p) { p.page_block_size = 16; }),
-            "dense_decode: this kernel supports page_block_size that is a multiple of 64, got 16");
+  EXPECT_EQ(message([](auto& p) { p.page_block_size = 16; }), "(accepted)");
   EXPECT_NE(message([](auto& p) { p.q_head_stride = 580; }).find("got 580"), std::string::npos);
   EXPECT_NE(message([](auto& p) { p.q = nullptr; }).find("q must be a non-null"),
             std::string::npos);

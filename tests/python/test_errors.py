@@ -145,9 +145,13 @@ def test_bad_softmax_scale():
     expect_error(lambda: decode(inputs, softmax_scale=float("nan")), "softmax_scale")
 
 
-def test_missing_block_table():
+def test_paged_cache_without_block_table():
+    """block_table=None means a non-paged cache [b, s_k, h_kv, d]: a paged cache whose first
+    dimension is not the batch size is rejected, naming k_cache."""
     inputs = valid_inputs()
-    expect_error(lambda: decode(inputs, block_table=None), "block_table")
+    assert inputs.k_cache.shape[0] != inputs.q.shape[0]
+    message = expect_error(lambda: decode(inputs, block_table=None), "k_cache")
+    assert "block_table is None" in message, message
 
 
 def test_get_mla_metadata_errors():

@@ -46,10 +46,16 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
   const float* lse_in = p.lse_accum + int64_t(first_split) * split_stride + row_id;
 
   float max_lse = -INFINITY;
-  for (int i = lane; i < num_splits; i += 32) max_lse = fmaxf(max_lse, lse_in[i * split_stride]);
+  bool poisoned = false;  // a split marked the sequence bad (lse NaN): the result is NaN too
+  for (int i = lane; i < num_splits; i += 32) {
+    const float lse_i = lse_in[i * split_stride];
+    poisoned |= isnan(lse_i);
+    max_lse = fmaxf(max_lse, lse_i);
+  }
 #pragma unroll
   for (int offset = 16; offset > 0; offset /= 2)
     max_lse = fmaxf(max_lse, __shfl_xor_sync(0xffffffff, max_lse, offset));
+  if (__any_sync(0xffffffff, poisoned)) max_lse = NAN;  // fmaxf alone would drop the NaN
   float sum = 0.f;
   if (max_lse != -INFINITY) {
     for (int i = lane; i < num_splits; i += 32) sum += expf(lse_in[i * split_stride] - max_lse);

@@ -13,10 +13,10 @@
 #include "kernels/common/sm90_ptx.cuh"
 #include "kernels/sm90/dense_decode/kernel_params.h"
 #include "kernels/sm90/dense_decode/load_q.cuh"
+#include "kernels/sm90/dense_decode/sequence_check.cuh"
 #include "kernels/sm90/dense_decode/work_range.cuh"
 
 namespace flashmla::sm90 {
-
 
 // Named barriers (id 0 is __syncthreads). Both warpgroups sync (rather than one arriving)
 // on the hand-overs: the other side is already waiting there in the steady state, so it costs
@@ -28,27 +28,76 @@ enum DenseDecodeBarrier : uint32_t {
   kSoftmaxGroup = 4,  // warpgroup 0 alone
 };
 
-// Walks the KV tiles of a part in order, for the thread that issues the TMA loads.
+// Walks the KV tiles of a part in order, for the warp that issues the TMA loads.
 struct TileCursor {
   int batch;
   int tile;
   int last;
+  int seqlen;  // clamped length of `batch`
 };
 
+// The page holding `token` of sequence `batch` and the token's row in it. Non-paged caches are
+// one page per sequence. Table entries outside [0, num_blocks) make TMA read zeros (bounds
+// check), never foreign memory; the sequence check reports them.
+__device__ __forceinline__ void locate_token(const DenseDecodeKernelParams& p, int batch, int token,
+                                             int& block, int& row_in_page) {
+  const int page = token / p.page_block_size;
+  row_in_page = token - page * p.page_block_size;
+  block =
+      p.block_table == nullptr ? batch : p.block_table[batch * p.block_table_batch_stride + page];
+}
+
+// Whether warp `producer_warp` (0..3) of warpgroup 1 takes part in issuing KV loads: only the
+// first when tiles are loaded whole, all four when they are loaded in pieces.
+__device__ __forceinline__ bool issues_kv_loads(const DenseDecodeKernelParams& p,
+                                                int producer_warp) {
+  return producer_warp == 0 || p.load_rows != kDecodeTileTokens;
+}
+
+// Issues the TMA loads of the cursor's tile into `stage`. A tile that lies in one page
+// (load_rows == kBlockN): lane 0 of warp 0 loads one box per 64 columns. Otherwise pieces of
+// load_rows tokens (which divides both the page size and 64, so a piece never crosses a page),
+// one box per piece and 64 columns, spread evenly over the lanes of all four warps of
+// warpgroup 1: TMA issue is serial within a warp, so four warps issue a tile's 36 loads (pages
+// of 16) in about the time one issues a whole tile's 9. Pieces past the sequence end are not
+// loaded: their rows keep stale values, which the consumers mask (S) and zero (V) like the
+// garbage rows of a page.
 template <class Traits>
 __device__ __forceinline__ void issue_kv_tile(const DenseDecodeKernelParams& p,
                                               const CUtensorMap* k_map,
                                               typename Traits::SharedStorage& smem, int stage,
-                                              int batch, int tile, int kv_head) {
-  const int token = tile * Traits::kBlockN;
-  const int page = token / p.page_block_size;
-  const int row_in_page = token % p.page_block_size;
-  const int block = p.block_table[batch * p.block_table_batch_stride + page];
-  mbarrier_arrive_expect_tx(&smem.full_barrier[stage], Traits::kTileBytes);
+                                              const TileCursor& cursor, int kv_head,
+                                              int producer_warp, int lane) {
+  const int rows = p.load_rows;
+  const int token0 = cursor.tile * Traits::kBlockN;
+  if (rows == Traits::kBlockN) {
+    if (lane == 0) {
+      int block, row_in_page;
+      locate_token(p, cursor.batch, token0, block, row_in_page);
+      mbarrier_arrive_expect_tx(&smem.full_barrier[stage], Traits::kTileBytes);
 #pragma unroll
-  for (int box = 0; box < Traits::kNumBoxesQK; ++box) {
-    // An out-of-range block index reads zeros (TMA bounds check), never foreign memory.
-    tma_load_4d(k_map, &smem.full_barrier[stage], smem.k[stage][box], box * Traits::kBoxCols,
+      for (int box = 0; box < Traits::kNumBoxesQK; ++box) {
+        tma_load_4d(k_map, &smem.full_barrier[stage], smem.k[stage][box], box * Traits::kBoxCols,
+                    row_in_page, kv_head, block);
+      }
+    }
+    return;
+  }
+  const int valid = min(Traits::kBlockN, cursor.seqlen - token0);  // >= 1 for a planned tile
+  const int num_loads = (valid + rows - 1) / rows * Traits::kNumBoxesQK;
+  if (producer_warp == 0 && lane == 0) {
+    // Another warp's load may complete first: the transaction count may dip below zero, but
+    // the phase cannot complete before this arrival.
+    mbarrier_arrive_expect_tx(&smem.full_barrier[stage],
+                              uint32_t(num_loads) * rows * Traits::kBoxCols * 2);
+  }
+  for (int load = lane * 4 + producer_warp; load < num_loads; load += 128) {
+    const int piece = load / Traits::kNumBoxesQK;
+    const int box = load - piece * Traits::kNumBoxesQK;
+    int block, row_in_page;
+    locate_token(p, cursor.batch, token0 + piece * rows, block, row_in_page);
+    tma_load_4d(k_map, &smem.full_barrier[stage],
+                smem.k[stage][box] + piece * rows * Traits::kBoxCols, box * Traits::kBoxCols,
                 row_in_page, kv_head, block);
   }
 }
@@ -63,6 +112,7 @@ __device__ __forceinline__ void advance_cursor(const DenseDecodeKernelParams& p,
     const BatchTiles t = decode_batch_tiles(p, range, cursor.batch, m_block);
     cursor.tile = t.first;
     cursor.last = t.last;
+    cursor.seqlen = t.seqlen;
   }
 }
 
@@ -87,7 +137,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   const int thread_in_wg = thread % 128;
   const int warp_in_wg = thread_in_wg / 32;
   const int lane = thread % 32;
-  constexpr int kProducerThread = 128;
+  // Warps of warpgroup 1 issue the KV loads (see issues_kv_loads).
+  const bool kv_loader = warpgroup == 1 && issues_kv_loads(p, warp_in_wg);
 
   // Tiles of the whole part, so both warpgroups agree on barrier counts and stages.
   int total_tiles = 0;
@@ -105,16 +156,17 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   }
   __syncthreads();
 
-  // The producer keeps its own cursor, running kNumStages tiles ahead of the consumers.
+  // The loading warps keep their own cursor, running kNumStages tiles ahead of the consumers.
   TileCursor cursor;
-  if (thread == kProducerThread) {
-    prefetch_tma_descriptor(&k_map);
+  if (kv_loader) {
+    if (thread == 128) prefetch_tma_descriptor(&k_map);
     const BatchTiles t = decode_batch_tiles(p, range, range.begin_batch, m_block);
-    cursor = {range.begin_batch, t.first - 1, t.last};
+    cursor = {range.begin_batch, t.first - 1, t.last, t.seqlen};
     for (int i = 0; i < Traits::kNumStages && i < total_tiles; ++i) {
       advance_cursor(p, range, m_block, cursor);
-      issue_kv_tile<Traits>(p, &k_map, smem, i, cursor.batch, cursor.tile, kv_head);
+      issue_kv_tile<Traits>(p, &k_map, smem, i, cursor, kv_head, warp_in_wg, lane);
     }
+    __syncwarp();
   }
 
   const uint64_t q_desc = make_sw128_desc(smem.q[0], 16, 1024);
@@ -143,8 +195,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
     if (batch != range.begin_batch) __syncthreads();  // previous Q and epilogue data consumed
     load_q_tile<Traits>(p, smem.q, batch, kv_head, m_block, thread);
+    // A bad length or table entry marks the whole sequence: every CTA serving it agrees.
+    const bool found_bad = check_sequence_values(p, tiles, batch, thread, Traits::kNumThreads);
     fence_view_async_shared();
-    __syncthreads();
+    const bool sequence_bad = __syncthreads_or(found_bad);
 
     // Rows this thread owns and how many tokens each may attend.
     int row_limit[2];
@@ -217,6 +271,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       for (int i = 0; i < 2; ++i) {
         float lse;
         finalize_row(stats, i, inv_sum[i], lse);
+        if (sequence_bad) inv_sum[i] = lse = NAN;  // out and lse of the sequence become NaN
         const int row = 16 * warp_in_wg + lane / 4 + 8 * i;
         if (lane % 4 == 0) {
           smem.row_inv_sum[row] = inv_sum[i];
@@ -245,10 +300,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         if (lane == 0) mbarrier_arrive(&smem.empty_barrier[stage]);
 
         // Refill this stage with the tile kNumStages ahead once all 8 warps have left it.
-        if (thread == kProducerThread && tile_index + Traits::kNumStages < total_tiles) {
+        if (kv_loader && tile_index + Traits::kNumStages < total_tiles) {
           mbarrier_wait(&smem.empty_barrier[stage], phase);
           advance_cursor(p, range, m_block, cursor);
-          issue_kv_tile<Traits>(p, &k_map, smem, stage, cursor.batch, cursor.tile, kv_head);
+          issue_kv_tile<Traits>(p, &k_map, smem, stage, cursor, kv_head, warp_in_wg, lane);
         }
         __syncwarp();  // reconverge the producer's warp before the next aligned barrier
         if (tile + 1 < tiles.last) named_barrier_sync(kProbsFree, Traits::kNumThreads);

@@ -5,21 +5,20 @@
 
 #include "flashmla/decode_schedule.h"
 #include "kernels/sm90/dense_decode/kernel_params.h"
+#include "schedule/decode_plan_core.h"
 
 namespace flashmla::sm90 {
 
-// Tokens of sequence `batch` that exist (clamped to [0, capacity of its block-table row]:
-// the kernel never reads past the row however wrong cache_seqlens is).
-__device__ __forceinline__ int decode_seqlen(const DenseDecodeKernelParams& p, int batch) {
-  const int64_t capacity = int64_t(p.max_blocks_per_seq) * p.page_block_size;
-  const int64_t len = p.cache_seqlens[batch];
-  return static_cast<int>(len < 0 ? 0 : (len > capacity ? capacity : len));
-}
-
 struct BatchTiles {
-  int seqlen;  // clamped length
-  int first;   // first tile this CTA processes
-  int last;    // one past the last tile
+  int length;  // cache_seqlens[batch] as given (may be out of range)
+  // Tokens that exist: length clamped to [0, capacity of its block-table row], so the kernel
+  // never reads past the row however wrong cache_seqlens is.
+  int seqlen;
+  int first;  // first tile this CTA processes
+  int last;   // one past the last tile
+  // [first, last) before the causal cut: the tiles whose block-table entries this CTA checks.
+  int planned_first;
+  int planned_last;
 };
 
 // Tiles [first, last) of `batch` for this part, further cut to the tiles that some row of
@@ -28,10 +27,10 @@ __device__ __forceinline__ BatchTiles decode_batch_tiles(const DenseDecodeKernel
                                                          const DecodePartRange& range, int batch,
                                                          int m_block) {
   BatchTiles t;
-  t.seqlen = decode_seqlen(p, batch);
-  const int planned_len = p.cache_seqlens[batch];
-  const int planned_tiles =
-      planned_len > 0 ? (planned_len + kDecodeTileTokens - 1) / kDecodeTileTokens : 0;
+  t.length = p.cache_seqlens[batch];
+  const int64_t capacity = int64_t(p.max_blocks_per_seq) * p.page_block_size;
+  t.seqlen = static_cast<int>(t.length < 0 ? 0 : (t.length > capacity ? capacity : t.length));
+  const int planned_tiles = flashmla::detail::decode_num_tiles(t.length);
   t.first = batch == range.begin_batch ? range.begin_tile : 0;
   t.last = batch == range.end_batch ? range.end_tile : planned_tiles;
   int attended = t.seqlen;
@@ -41,7 +40,9 @@ __device__ __forceinline__ BatchTiles decode_batch_tiles(const DenseDecodeKernel
     const int s_max = last_row / p.heads_per_kv;
     attended = min(attended, max(0, t.seqlen - p.seqlen_q + s_max + 1));
   }
-  const int attended_tiles = (attended + kDecodeTileTokens - 1) / kDecodeTileTokens;
+  const int attended_tiles = flashmla::detail::decode_num_tiles(attended);
+  t.planned_first = t.first;
+  t.planned_last = t.last;
   t.last = min(t.last, attended_tiles);
   t.first = min(t.first, t.last);
   return t;
