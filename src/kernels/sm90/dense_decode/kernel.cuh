@@ -102,6 +102,13 @@ __device__ __forceinline__ void issue_kv_tile(const DenseDecodeKernelParams& p,
   }
 }
 
+// Whether warpgroup 1 found the current sequence's values bad (valid after kStatsReady).
+template <class SharedStorage>
+__device__ __forceinline__ bool sequence_marked_bad(const SharedStorage& smem) {
+  return (smem.bad_sequence_votes[0] | smem.bad_sequence_votes[1] | smem.bad_sequence_votes[2] |
+          smem.bad_sequence_votes[3]) != 0;
+}
+
 // Advances `cursor` to the next tile of the part (skipping sequences with no tiles).
 __device__ __forceinline__ void advance_cursor(const DenseDecodeKernelParams& p,
                                                const DecodePartRange& range, int m_block,
@@ -195,10 +202,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
     if (batch != range.begin_batch) __syncthreads();  // previous Q and epilogue data consumed
     load_q_tile<Traits>(p, smem.q, batch, kv_head, m_block, thread);
-    // A bad length or table entry marks the whole sequence: every CTA serving it agrees.
-    const bool found_bad = check_sequence_values(p, tiles, batch, thread, Traits::kNumThreads);
     fence_view_async_shared();
-    const bool sequence_bad = __syncthreads_or(found_bad);
+    __syncthreads();
 
     // Rows this thread owns and how many tokens each may attend.
     int row_limit[2];
@@ -266,19 +271,23 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       }
 
       // Row statistics for both warpgroups' epilogues.
-      float inv_sum[2];
+      float inv_sum[2], lse[2];
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
-        float lse;
-        finalize_row(stats, i, inv_sum[i], lse);
-        if (sequence_bad) inv_sum[i] = lse = NAN;  // out and lse of the sequence become NaN
-        const int row = 16 * warp_in_wg + lane / 4 + 8 * i;
-        if (lane % 4 == 0) {
-          smem.row_inv_sum[row] = inv_sum[i];
-          write_row_lse(p, target, row, lse);
-        }
+        finalize_row(stats, i, inv_sum[i], lse[i]);
+        if (lane % 4 == 0) smem.row_inv_sum[16 * warp_in_wg + lane / 4 + 8 * i] = inv_sum[i];
       }
       named_barrier_sync(kStatsReady, Traits::kNumThreads);
+      // Warpgroup 1's verdict on the sequence's values (see below): out and lse become NaN.
+      if (sequence_marked_bad(smem)) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) inv_sum[i] = lse[i] = NAN;
+      }
+      if (lane % 4 == 0) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+          write_row_lse(p, target, 16 * warp_in_wg + lane / 4 + 8 * i, lse[i]);
+      }
       write_output_cols<Element, Traits::kHeadDimV, Traits::kColsWg0>(p, target, acc, 0, inv_sum,
                                                                       thread_in_wg);
     } else {
@@ -287,6 +296,12 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       for (int i = 0; i < 128; ++i) acc[i] = 0.f;
 #pragma unroll
       for (int i = 0; i < 32; ++i) acc_tail[i] = 0.f;
+      // A bad length or table entry marks the whole sequence (every CTA serving it agrees).
+      // Warpgroup 1 checks while warpgroup 0 computes the first S, so the table loads stay off
+      // the critical path; one vote per warp, read by both warpgroups after kStatsReady.
+      const bool found_bad = check_sequence_values(p, tiles, batch, thread_in_wg, 128);
+      const bool warp_found_bad = __any_sync(0xffffffff, found_bad);
+      if (lane == 0) smem.bad_sequence_votes[warp_in_wg] = warp_found_bad;
       for (int tile = tiles.first; tile < tiles.last; ++tile, ++tile_index) {
         const int stage = tile_index % Traits::kNumStages;
         const uint32_t phase = (tile_index / Traits::kNumStages) & 1;
@@ -311,6 +326,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       named_barrier_sync(kStatsReady, Traits::kNumThreads);
       float inv_sum[2];
       load_owned_rows(smem.row_inv_sum, warp_in_wg, lane, inv_sum);
+      if (sequence_marked_bad(smem)) inv_sum[0] = inv_sum[1] = NAN;
       write_output_cols_wg1<Element, Traits::kHeadDimV>(p, target, acc, acc_tail, inv_sum,
                                                         thread_in_wg);
     }

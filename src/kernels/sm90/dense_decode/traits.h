@@ -53,6 +53,7 @@ struct DenseDecodeTraits {
     Element p[kBoxElems];                // probabilities of the current tile, for warpgroup 1
     float row_scale[kBlockM];            // rescale of O rows for the current tile
     float row_inv_sum[kBlockM];          // epilogue: 1 / row sum (0 for rows that attend nothing)
+    uint32_t bad_sequence_votes[4];      // per warp of warpgroup 1: the sequence's values are bad
     uint64_t full_barrier[kNumStages];   // TMA bytes landed
     uint64_t empty_barrier[kNumStages];  // all 8 warps done reading the stage
   };
