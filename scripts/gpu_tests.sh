@@ -107,6 +107,11 @@ stage_sanitize() {
   # 128-token pages); the whole grid under the sanitizers would take far too long.
   local default_filter='Grid/*bf16_d576_hq16_hkv1_sq2_b*:Grid/*fp16_d512_hq6_hkv3_sq3_causal*'
   default_filter+=':Special/*lengths_below_s_q*:Special/*all_empty*:Special/*page*128*'
+  # Dense pages in pieces (16, 1, 53), non-paged caches, empty batches, bad values (every
+  # kind, split sequences), the device error record.
+  default_filter+=':Limits/*page16_*:Limits/*page1_bf16_hq16:Limits/*page53_bf16_hq16_sq3_causal'
+  default_filter+=':Limits/*non_paged_50_*:Limits/*batch0*:Cases/DenseDecodeGpuBadValues.*'
+  default_filter+=':DenseDecodeGpuDeviceErrors.*:DenseDecodeGpuLimits.*'
   # Sparse decode (every cache format, extra list, sinks, invalid rows, a foreign plan) and
   # the FP8 cache tools.
   default_filter+=':Special/SparseDecodeGpu.*/all_invalid_rows_half:*/sink_mixed_hq128'
