@@ -3,7 +3,6 @@
 // device code needed).
 #include <cctype>
 #include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <string>
 
