@@ -67,11 +67,11 @@ __device__ __forceinline__ TileIndices<kRounds> no_tile_indices() {
 // threads; two rounds of 32 tokens, or with the crossover the round of this CTA, whose rows it
 // also sends to the peer CTA), waits for the stage to be free (in both CTAs), stores them
 // dequantized, publishes which tokens are valid and arrives on the stage's full barrier.
-// The row loads are issued before the wait for a free stage, and the next tile's indices are
-// loaded while this tile's rows are in flight, so a tile never waits for two DRAM round trips
-// in a row. (Measured and reverted: prefetching the next tile's rows into L2, and holding the
-// next tile's rows in registers while storing this one, with and without the crossover; all
-// were slower: docs/perf-notes.md.)
+// The row loads are issued before the wait for a free stage, the next tile's indices are
+// loaded while this tile's rows are in flight, and the rows gathered next (the second round,
+// or with the crossover the next tile) are prefetched into L1 while the current ones are
+// stored. (Measured and reverted: prefetching the next tile's rows into L2, and holding them
+// in registers while storing this tile, with and without the crossover: docs/perf-notes.md.)
 template <class Traits>
 __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelParams& p,
                                                        const DecodePartRange& range, int s,
@@ -152,12 +152,23 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
 #pragma unroll
       for (int r = 0; r < kRounds; ++r) {
         data[r].pair_up(quarter);
+        if (r == 0) {
+          // With the crossover pair_up has read this tile's rows: the next tile's go to L1.
+          const SparseTokenList& next_list = next_indices.from_main ? p.main : p.extra;
+#pragma unroll
+          for (int n = 0; n < kRounds; ++n) {
+            Quarter::prefetch(locate_token<kFormat>(next_list, next_indices.index[n]), quarter);
+          }
+        }
         data[r].template store<Traits::kBoxBytes>(writer, slots[r]);
       }
     } else {
 #pragma unroll
       for (int r = 0; r < kRounds; ++r) {
         data[0].load(location[r], quarter);
+        // The next round's rows go to L1 while this one is stored, so its loads do not pay a
+        // second DRAM latency in the tile.
+        if (r + 1 < kRounds) Quarter::prefetch(location[r + 1], quarter);
         if (r == 0) wait_stage_free();
         data[0].pair_up(quarter);
         data[0].template store<Traits::kBoxBytes>(writer, slots[r]);
