@@ -111,6 +111,14 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
   if (current.valid(range)) {
     current_indices = load_tile_indices<kRounds>(p, current, s, first_round * 32 + token_slot);
   }
+  // V3.2 with the crossover: indices two tiles ahead, so that the next tile's rows go to L1 a
+  // whole tile before they are loaded (-3-6% on those rows; on MODEL1 +6%, which keeps the
+  // prefetch during the store burst: docs/perf-notes.md).
+  constexpr bool kTwoAhead = kCrossover && kFormat == KVCacheFormat::kFp8V32;
+  TileIndices<kRounds> next_carried = no_tile_indices<kRounds>();
+  if (kTwoAhead && next.valid(range)) {
+    next_carried = load_tile_indices<kRounds>(p, next, s, first_round * 32 + token_slot);
+  }
 
   for (int tile_index = 0; current.valid(range); ++tile_index) {
     const int stage = tile_index % Traits::kNumStages;
@@ -127,8 +135,21 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
       for (int r = 0; r < kRounds; ++r) data[r].load(location[r], quarter);
     }
     TileIndices<kRounds> next_indices = no_tile_indices<kRounds>();
-    if (next.valid(range)) {
-      next_indices = load_tile_indices<kRounds>(p, next, s, first_round * 32 + token_slot);
+    if constexpr (kTwoAhead) {
+      const SparseTokenList& next_list = next_carried.from_main ? p.main : p.extra;
+#pragma unroll
+      for (int n = 0; n < kRounds; ++n) {
+        Quarter::prefetch(locate_token<kFormat>(next_list, next_carried.index[n]), quarter);
+      }
+      SparseTileCursor after = next;
+      after.advance(p, range);
+      if (after.valid(range)) {
+        next_indices = load_tile_indices<kRounds>(p, after, s, first_round * 32 + token_slot);
+      }
+    } else {
+      if (next.valid(range)) {
+        next_indices = load_tile_indices<kRounds>(p, next, s, first_round * 32 + token_slot);
+      }
     }
 
     const StageWriter<kCrossover> writer{reinterpret_cast<char*>(smem.k[stage]),
@@ -152,8 +173,8 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
 #pragma unroll
       for (int r = 0; r < kRounds; ++r) {
         data[r].pair_up(quarter);
-        if (r == 0) {
-          // With the crossover pair_up has read this tile's rows: the next tile's go to L1.
+        if (r == 0 && !kTwoAhead) {
+          // pair_up (crossover) has read this tile's rows: the next tile's go to L1.
           const SparseTokenList& next_list = next_indices.from_main ? p.main : p.extra;
 #pragma unroll
           for (int n = 0; n < kRounds; ++n) {
@@ -191,7 +212,12 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
 
     current = next;
     next.advance(p, range);
-    current_indices = next_indices;
+    if constexpr (kTwoAhead) {
+      current_indices = next_carried;
+      next_carried = next_indices;
+    } else {
+      current_indices = next_indices;
+    }
   }
 }
 
