@@ -63,6 +63,17 @@ __device__ __forceinline__ TileIndices<kRounds> no_tile_indices() {
   return result;
 }
 
+// Brings the rows of a tile's tokens (this thread's quarter of each round's token) into L1.
+template <class Quarter, KVCacheFormat kFormat, int kRounds>
+__device__ __forceinline__ void prefetch_tile_rows(const SparseDecodeKernelParams& p,
+                                                   const TileIndices<kRounds>& tile, int quarter) {
+  const SparseTokenList& list = tile.from_main ? p.main : p.extra;
+#pragma unroll
+  for (int r = 0; r < kRounds; ++r) {
+    Quarter::prefetch(locate_token<kFormat>(list, tile.index[r]), quarter);
+  }
+}
+
 // Warpgroup 2: for every tile of the part, gathers its selected rows (each token by a quad of
 // threads; two rounds of 32 tokens, or with the crossover the round of this CTA, whose rows it
 // also sends to the peer CTA), waits for the stage to be free (in both CTAs), stores them
@@ -136,11 +147,7 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
     }
     TileIndices<kRounds> next_indices = no_tile_indices<kRounds>();
     if constexpr (kTwoAhead) {
-      const SparseTokenList& next_list = next_carried.from_main ? p.main : p.extra;
-#pragma unroll
-      for (int n = 0; n < kRounds; ++n) {
-        Quarter::prefetch(locate_token<kFormat>(next_list, next_carried.index[n]), quarter);
-      }
+      prefetch_tile_rows<Quarter, kFormat>(p, next_carried, quarter);
       SparseTileCursor after = next;
       after.advance(p, range);
       if (after.valid(range)) {
@@ -173,14 +180,8 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
 #pragma unroll
       for (int r = 0; r < kRounds; ++r) {
         data[r].pair_up(quarter);
-        if (r == 0 && !kTwoAhead) {
-          // pair_up (crossover) has read this tile's rows: the next tile's go to L1.
-          const SparseTokenList& next_list = next_indices.from_main ? p.main : p.extra;
-#pragma unroll
-          for (int n = 0; n < kRounds; ++n) {
-            Quarter::prefetch(locate_token<kFormat>(next_list, next_indices.index[n]), quarter);
-          }
-        }
+        // pair_up (crossover) has read this tile's rows: the next tile's go to L1.
+        if (r == 0 && !kTwoAhead) prefetch_tile_rows<Quarter, kFormat>(p, next_indices, quarter);
         data[r].template store<Traits::kBoxBytes>(writer, slots[r]);
       }
     } else {
