@@ -63,7 +63,7 @@ __device__ __forceinline__ TileIndices<kRounds> no_tile_indices() {
   return result;
 }
 
-// Brings the rows of a tile's tokens (this thread's quarter of each round's token) into L1.
+// Brings the rows of a tile's tokens (this thread's quarter of each round's token) into L2.
 template <class Quarter, KVCacheFormat kFormat, int kRounds>
 __device__ __forceinline__ void prefetch_tile_rows(const SparseDecodeKernelParams& p,
                                                    const TileIndices<kRounds>& tile, int quarter) {
@@ -80,7 +80,7 @@ __device__ __forceinline__ void prefetch_tile_rows(const SparseDecodeKernelParam
 // dequantized, publishes which tokens are valid and arrives on the stage's full barrier.
 // The row loads are issued before the wait for a free stage, the next tile's indices are
 // loaded while this tile's rows are in flight, and the rows gathered next (the second round,
-// or with the crossover the next tile) are prefetched into L1 while the current ones are
+// or with the crossover the next tile) are prefetched into L2 while the current ones are
 // stored. (Measured and reverted: prefetching the next tile's rows into L2, and holding them
 // in registers while storing this tile, with and without the crossover: docs/perf-notes.md.)
 template <class Traits>
@@ -122,7 +122,7 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
   if (current.valid(range)) {
     current_indices = load_tile_indices<kRounds>(p, current, s, first_round * 32 + token_slot);
   }
-  // V3.2 with the crossover: indices two tiles ahead, so that the next tile's rows go to L1 a
+  // V3.2 with the crossover: indices two tiles ahead, so that the next tile's rows go to L2 a
   // whole tile before they are loaded (-3-6% on those rows; on MODEL1 +6%, which keeps the
   // prefetch during the store burst: docs/perf-notes.md).
   constexpr bool kTwoAhead = kCrossover && kFormat == KVCacheFormat::kFp8V32;
@@ -180,7 +180,7 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
 #pragma unroll
       for (int r = 0; r < kRounds; ++r) {
         data[r].pair_up(quarter);
-        // pair_up (crossover) has read this tile's rows: the next tile's go to L1.
+        // pair_up (crossover) has read this tile's rows: the next tile's go to L2.
         if (r == 0 && !kTwoAhead) prefetch_tile_rows<Quarter, kFormat>(p, next_indices, quarter);
         data[r].template store<Traits::kBoxBytes>(writer, slots[r]);
       }
@@ -188,7 +188,7 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
 #pragma unroll
       for (int r = 0; r < kRounds; ++r) {
         data[0].load(location[r], quarter);
-        // The next round's rows go to L1 while this one is stored, so its loads do not pay a
+        // The next round's rows go to L2 while this one is stored, so its loads do not pay a
         // second DRAM latency in the tile.
         if (r + 1 < kRounds) Quarter::prefetch(location[r + 1], quarter);
         if (r == 0) wait_stage_free();

@@ -44,21 +44,23 @@ __device__ __forceinline__ uint4 load_gathered_16b(const void* address) {
   return v;
 }
 
-// Asks L1 for the line holding `address` without waiting for it (no register is tied up).
+// Asks L2 for the line holding `address` without waiting for it (no register is tied up).
 // The producer holds one round of rows in registers; more spilled (docs/perf-notes.md), so the
-// rows it gathers next are brought into L1 this way while it stores the current ones.
-__device__ __forceinline__ void prefetch_l1(const void* address) {
-  asm volatile("prefetch.global.L1 [%0];" ::"l"(address));
+// rows it gathers next are fetched from DRAM into L2 this way while it stores the current ones.
+// (prefetch.global.L1 measured the same, side by side: its lines do not stay in the ~28 KB of L1
+// left beside 227 KB of shared memory; ncu, L1 hit rate of the row loads with it: 0-26%.)
+__device__ __forceinline__ void prefetch_l2(const void* address) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(address));
 }
 
 // Touches every 128-byte line of the `bytes` bytes at `row` once across a token quad: quarter q
 // takes offsets 128 q and 128 (q + 4) (the last clipped to the row's last byte), which are at
 // most 128 bytes apart in order, for rows of 513 to 1024 bytes.
 template <int kRowBytes>
-__device__ __forceinline__ void prefetch_row_l1(const uint8_t* row, int quarter) {
+__device__ __forceinline__ void prefetch_row_l2(const uint8_t* row, int quarter) {
   static_assert(kRowBytes > 512 && kRowBytes <= 1024);
-  prefetch_l1(row + 128 * quarter);
-  prefetch_l1(row + min(128 * (quarter + 4), kRowBytes - 1));
+  prefetch_l2(row + 128 * quarter);
+  prefetch_l2(row + min(128 * (quarter + 4), kRowBytes - 1));
 }
 
 // Where one selected token lives (valid == false: the token is skipped and nothing is read).
@@ -172,9 +174,9 @@ struct TokenQuarter<KVCacheFormat::kFp8V32, kFp8V32HeadDim, kPaired> {
     rope[1] = load_gathered_16b(loc.row + kFp8V32RopeOffset + rope_chunks.hi * 16);
   }
 
-  // Brings the token's row into L1 ahead of load() (the quad covers the row).
+  // Brings the token's row into L2 ahead of load() (the quad covers the row).
   static __device__ __forceinline__ void prefetch(const TokenLocation& loc, int quarter) {
-    if (loc.valid) prefetch_row_l1<kFp8V32TokenBytes>(loc.row, quarter);
+    if (loc.valid) prefetch_row_l2<kFp8V32TokenBytes>(loc.row, quarter);
   }
 
   // The loaded NoPE quarters into paired chunks (all lanes of the warp, before any branch).
@@ -237,11 +239,11 @@ struct TokenQuarter<KVCacheFormat::kFp8Model1, kFp8Model1HeadDim, kPaired> {
     rope[1] = load_gathered_16b(loc.row + kFp8Model1RopeOffset + rope_chunks.hi * 16);
   }
 
-  // Brings the token's data row and scale row into L1 ahead of load().
+  // Brings the token's data row and scale row into L2 ahead of load().
   static __device__ __forceinline__ void prefetch(const TokenLocation& loc, int quarter) {
     if (!loc.valid) return;
-    prefetch_row_l1<kFp8Model1RowBytes>(loc.row, quarter);
-    if (quarter == 0) prefetch_l1(loc.scales);
+    prefetch_row_l2<kFp8Model1RowBytes>(loc.row, quarter);
+    if (quarter == 0) prefetch_l2(loc.scales);
   }
 
   // The loaded NoPE quarters into paired chunks (all lanes of the warp, before any branch).
