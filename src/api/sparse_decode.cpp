@@ -61,6 +61,36 @@ sm90::SparseDecodeKernelParams make_kernel_params(const SparseDecodeParams& para
   return k;
 }
 
+using SparseDecodeLauncher = void (*)(const sm90::SparseDecodeKernelParams&, int, int,
+                                      cudaStream_t);
+
+// The kernel instance for a call: on FP8 caches, h_q <= 32 takes the few-heads kernels (swapped
+// products sized to h_q instead of 64 padded rows, two producers) and 64 < h_q <= 128 the
+// crossover kernels (a 2-CTA cluster per query token gathers and dequantizes each tile once for
+// both m-blocks); BF16 caches take the 64-head kernel.
+SparseDecodeLauncher select_kernel(const SparseDecodeParams& params, int num_m_blocks) {
+  const bool few_heads = params.num_heads_q <= 32;
+  const bool heads16 = params.num_heads_q <= 16;
+  const bool crossover = num_m_blocks == 2;
+  switch (params.kv_format) {
+    case KVCacheFormat::kFp8V32:
+      if (few_heads) {
+        return heads16 ? sm90::sparse_decode_fp8_v32_few_heads16
+                       : sm90::sparse_decode_fp8_v32_few_heads32;
+      }
+      return crossover ? sm90::sparse_decode_fp8_v32_crossover : sm90::sparse_decode_fp8_v32;
+    case KVCacheFormat::kFp8Model1:
+      if (few_heads) {
+        return heads16 ? sm90::sparse_decode_fp8_model1_few_heads16
+                       : sm90::sparse_decode_fp8_model1_few_heads32;
+      }
+      return crossover ? sm90::sparse_decode_fp8_model1_crossover : sm90::sparse_decode_fp8_model1;
+    default:
+      return params.head_dim_qk == 576 ? sm90::sparse_decode_bf16_576
+                                       : sm90::sparse_decode_bf16_512;
+  }
+}
+
 }  // namespace
 
 size_t sparse_decode_workspace_bytes(const SparseDecodeParams& params) {
@@ -75,16 +105,7 @@ void sparse_decode(const SparseDecodeParams& params, cudaStream_t stream) {
 
   const sm90::SparseDecodeKernelParams kernel_params = make_kernel_params(params);
   const int num_m_blocks = (params.num_heads_q + kDecodeRowsPerBlock - 1) / kDecodeRowsPerBlock;
-  // 64 < h_q <= 128 on an FP8 cache: the crossover kernels (a 2-CTA cluster per query token
-  // gathers and dequantizes each tile once for both m-blocks).
-  const bool crossover = num_m_blocks == 2 && params.kv_format != KVCacheFormat::kBFloat16;
-  const auto launch =
-      params.kv_format == KVCacheFormat::kFp8V32
-          ? (crossover ? sm90::sparse_decode_fp8_v32_crossover : sm90::sparse_decode_fp8_v32)
-      : params.kv_format == KVCacheFormat::kFp8Model1
-          ? (crossover ? sm90::sparse_decode_fp8_model1_crossover : sm90::sparse_decode_fp8_model1)
-      : params.head_dim_qk == 576 ? sm90::sparse_decode_bf16_576
-                                  : sm90::sparse_decode_bf16_512;
+  const auto launch = select_kernel(params, num_m_blocks);
   launch(kernel_params, num_m_blocks, params.num_parts, stream);
 
   kernels::CombineParams combine{};

@@ -221,10 +221,54 @@ def test_grid_covers_every_value():
     assert sum(bool(case["extra"]) for case in GRID) >= 8
 
 
+def _few_heads_cases() -> list[dict]:
+    """h_q <= 32 on FP8 caches runs the few-heads kernels (16 or 32 heads a CTA): every head count
+    of both instances' edges and some between, over both FP8 layouts."""
+    rng = random.Random(20261123)
+    cases = []
+    for k, h_q in enumerate((1, 2, 3, 7, 8, 13, 15, 16, 17, 20, 24, 31, 32, 32)):
+        fmt = ("v32", "model1")[k % 2]
+        extra = k % 3 == 1
+        case = dict(
+            fmt=fmt,
+            page=rng.choice(PAGES),
+            topk=rng.choice((1, 64, 100, 576, 2048)),
+            h_q=h_q,
+            s_q=1 + k % 4,
+            b=rng.choice((1, 2, 7, 33, 74)),
+            extra="extra" if extra else None,
+            extra_topk=rng.choice((64, 100, 576)) if extra else 0,
+            extra_page=rng.choice(PAGES) if extra else 0,
+            sink=SINKS[k % len(SINKS)],
+            lengths=("none", "random", "random")[k % 3],
+            form=FORMS[k % len(FORMS)],
+        )
+        cases.append(case)
+    return cases
+
+
+FEW_HEADS = _few_heads_cases()
+
+
+@pytest.mark.parametrize("case", FEW_HEADS, ids=[_case_id(c) for c in FEW_HEADS])
+def test_few_heads(case: dict):
+    seed = case_seed(_case_id(case))
+    inputs = build(case, seed)
+    metadata, num_splits = plan(case["form"], inputs)
+    run_and_check(inputs, metadata, num_splits)
+    refill_sparse_(inputs, seed=seed + 1)
+    run_and_check(inputs, metadata, num_splits)
+
+
 @pytest.mark.parametrize(
     "fmt,h_q,s_q,b,page,extra_topk",
-    [("v32", 128, 2, 2, 64, 0), ("model1", 64, 1, 3, 61, 2048)],
-    ids=["v32-h128", "model1-h64-extra"],
+    [
+        ("v32", 128, 2, 2, 64, 0),
+        ("model1", 64, 1, 3, 61, 2048),
+        ("v32", 16, 2, 3, 64, 0),
+        ("model1", 32, 1, 3, 61, 2048),
+    ],
+    ids=["v32-h128", "model1-h64-extra", "v32-h16", "model1-h32-extra"],
 )
 def test_topk_16384(fmt: str, h_q: int, s_q: int, b: int, page: int, extra_topk: int):
     layout, d_qk = FORMATS[fmt]

@@ -86,32 +86,34 @@ __device__ __forceinline__ void fma_rs(const uint32_t* a, uint64_t b, float (&d)
 }
 }  // namespace detail
 
-// The CuTe GMMA atom for a 64xNx16 product with fp32 accumulators: A from shared memory (SS)
-// or registers (RS, K-major), B K-major or MN-major.
-template <bool kIsBF16, int N, bool kRegisterA, detail::Major kMajorB>
+// The CuTe GMMA atom for a 64xNx16 product with fp32 accumulators: A from shared memory (SS,
+// K-major or MN-major) or registers (RS, K-major), B K-major or MN-major.
+template <bool kIsBF16, int N, bool kRegisterA, detail::Major kMajorB,
+          detail::Major kMajorA = detail::Major::K>
 struct GmmaAtom;
 
-#define FLASHMLA_GMMA_ATOM(N, SOURCE, IS_RS)                                                      \
-  template <detail::Major kMajorB>                                                                \
-  struct GmmaAtom<true, N, IS_RS, kMajorB> {                                                      \
-    using type =                                                                                  \
-        cute::SM90::GMMA::MMA_64x##N##x16_F32BF16BF16_##SOURCE<detail::Major::K, kMajorB>;        \
-  };                                                                                              \
-  template <detail::Major kMajorB>                                                                \
-  struct GmmaAtom<false, N, IS_RS, kMajorB> {                                                     \
-    using type = cute::SM90::GMMA::MMA_64x##N##x16_F32F16F16_##SOURCE<detail::Major::K, kMajorB>; \
+#define FLASHMLA_GMMA_ATOM(N, SOURCE, IS_RS)                                               \
+  template <detail::Major kMajorB, detail::Major kMajorA>                                  \
+  struct GmmaAtom<true, N, IS_RS, kMajorB, kMajorA> {                                      \
+    using type = cute::SM90::GMMA::MMA_64x##N##x16_F32BF16BF16_##SOURCE<kMajorA, kMajorB>; \
+  };                                                                                       \
+  template <detail::Major kMajorB, detail::Major kMajorA>                                  \
+  struct GmmaAtom<false, N, IS_RS, kMajorB, kMajorA> {                                     \
+    using type = cute::SM90::GMMA::MMA_64x##N##x16_F32F16F16_##SOURCE<kMajorA, kMajorB>;   \
   };
+FLASHMLA_GMMA_ATOM(16, SS, false)
+FLASHMLA_GMMA_ATOM(32, SS, false)
 FLASHMLA_GMMA_ATOM(64, SS, false)
 FLASHMLA_GMMA_ATOM(192, RS, true)
 FLASHMLA_GMMA_ATOM(256, SS, false)
 FLASHMLA_GMMA_ATOM(256, RS, true)
 #undef FLASHMLA_GMMA_ATOM
 
-// D(64xN) (+)= A(64x16, K-major shared memory) * B(16xN, `kMajorB` shared memory).
-template <bool kIsBF16, detail::Major kMajorB, int N>
+// D(64xN) (+)= A(64x16, `kMajorA` shared memory) * B(16xN, `kMajorB` shared memory).
+template <bool kIsBF16, detail::Major kMajorB, int N, detail::Major kMajorA = detail::Major::K>
 __device__ __forceinline__ void gmma_ss(uint64_t desc_a, uint64_t desc_b, float (&d)[N / 2],
                                         bool accumulate = true) {
-  using Op = typename GmmaAtom<kIsBF16, N, false, kMajorB>::type;
+  using Op = typename GmmaAtom<kIsBF16, N, false, kMajorB, kMajorA>::type;
   detail::fma_ss<Op>(desc_a, desc_b, d, accumulate ? detail::ScaleOut::One : detail::ScaleOut::Zero,
                      std::make_index_sequence<N / 2>{});
 }

@@ -1,4 +1,4 @@
-// Loads a tile of rows of 16-bit elements into 64-column SW128 boxes (64 rows x 128 bytes
+// Loads a tile of rows of 16-bit elements into 64-column SW128 boxes (kRows rows x 128 bytes
 // each: the layout wgmma reads) with 16-byte loads. Used for Q tiles, whose rows (query
 // heads, possibly of several query tokens) are not one TMA box.
 #pragma once
@@ -14,7 +14,7 @@ namespace flashmla::sm90 {
 // [0, kThreads).
 template <int kRows, int kCols, int kThreads, class RowAddress>
 __device__ __forceinline__ void load_rows_sw128(void* smem, RowAddress row_address, int thread) {
-  static_assert(kRows == 64 && kCols % 64 == 0);
+  static_assert(kRows % 8 == 0 && kCols % 64 == 0);  // whole 8-row swizzle atoms
   constexpr int kChunksPerRow = kCols / 8;
   constexpr int kChunks = kRows * kChunksPerRow;
   constexpr int kBoxBytes = kRows * 128;

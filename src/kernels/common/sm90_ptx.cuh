@@ -162,5 +162,15 @@ template <uint32_t kRegisters>
 __device__ __forceinline__ void warpgroup_registers_decrease() {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kRegisters));
 }
+// Moves the warpgroup from the launch's kLaunchRegisters a thread to kRegisters: setmaxnreg.inc
+// to a count below the current one is an illegal instruction, so the direction is chosen here.
+template <uint32_t kRegisters, uint32_t kLaunchRegisters>
+__device__ __forceinline__ void warpgroup_registers_set() {
+  if constexpr (kRegisters > kLaunchRegisters) {
+    warpgroup_registers_increase<kRegisters>();
+  } else if constexpr (kRegisters < kLaunchRegisters) {
+    warpgroup_registers_decrease<kRegisters>();
+  }
+}
 
 }  // namespace flashmla::sm90

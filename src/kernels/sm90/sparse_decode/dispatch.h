@@ -18,6 +18,11 @@ FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_bf16_512)
 // Crossover instances (64 < h_q <= 128: the two m-blocks share each tile's gather).
 FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_fp8_v32_crossover)
 FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_fp8_model1_crossover)
+// Few-heads instances (h_q <= 16 / 32: swapped products, the m-block count is ignored).
+FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_fp8_v32_few_heads16)
+FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_fp8_v32_few_heads32)
+FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_fp8_model1_few_heads16)
+FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_fp8_model1_few_heads32)
 
 #undef FLASHMLA_DECLARE_SPARSE_DECODE
 

@@ -30,6 +30,7 @@ struct SparseDecodeTraits {
   // both CTAs' shared memory, halving the gather and dequantization work of each.
   static constexpr bool kCrossover = kCrossover_;
   static constexpr int kClusterSize = kCrossover ? 2 : 1;
+  static constexpr int kProducerRounds = kCrossover ? 1 : 2;  // 32-token rounds it gathers
   static_assert(kFormat != KVCacheFormat::kFp8V32 || kHeadDimQK == kFp8V32HeadDim);
   static_assert(kFormat != KVCacheFormat::kFp8Model1 || kHeadDimQK == kFp8Model1HeadDim);
   static_assert(kHeadDimQK == 576 || kHeadDimQK == 512);

@@ -1,0 +1,223 @@
+// The sparse-decode producer: one warpgroup that gathers a tile's selected cache rows,
+// dequantizes them to bf16 and stores them into a shared-memory stage in the SW128 layout
+// wgmma reads. Shared by the 64-head kernel (kernel.cuh: one producer, both 32-token rounds of
+// a tile, or with the crossover the round of its CTA, also stored into the peer CTA) and the
+// few-heads kernel (few_heads_kernel.cuh: two producers, one round each).
+//
+// What a kernel's Traits provide: kFormat, kHeadDimQK, kCrossover, kProducerRounds (rounds one
+// producer gathers per tile), kNumStages, kBoxBytes, kTileBytes, kPeerBytesPerTile (crossover),
+// and a SharedStorage with k[stage][box][...], token_valid[stage][2][4] and the barriers
+// full_barrier (one arrival per producer thread), empty_barrier and, with the crossover,
+// peer_full_barrier.
+#pragma once
+
+#include <cstdint>
+
+#include "flashmla/decode_schedule.h"
+#include "flashmla/kv_cache_format.h"
+#include "kernels/common/sm90_ptx.cuh"
+#include "kernels/sm90/sparse_decode/kernel_params.h"
+#include "kernels/sm90/sparse_decode/token_gather.cuh"
+#include "kernels/sm90/sparse_decode/work_range.cuh"
+
+namespace flashmla::sm90 {
+
+// The cache indices of the tokens one producer thread gathers for a tile (one per round it
+// gathers: both rounds, or with the crossover the round of its CTA).
+template <int kRounds>
+struct TileIndices {
+  int32_t index[kRounds];
+  bool from_main;  // main or extra list
+};
+
+template <int kRounds>
+__device__ __forceinline__ TileIndices<kRounds> load_tile_indices(const SparseDecodeKernelParams& p,
+                                                                  const SparseTileCursor& cursor,
+                                                                  int s, int first_token) {
+  TileIndices<kRounds> result;
+  result.from_main = cursor.tile < cursor.tiles.main_tiles;
+  const SparseTokenList& list = result.from_main ? p.main : p.extra;
+  const int len = result.from_main ? cursor.tiles.main_len : cursor.tiles.extra_len;
+  const int list_tile = result.from_main ? cursor.tile : cursor.tile - cursor.tiles.main_tiles;
+  const int32_t* indices =
+      list.indices + cursor.batch * list.indices_batch_stride + s * list.indices_seq_stride;
+#pragma unroll
+  for (int r = 0; r < kRounds; ++r) {
+    const int position = list_tile * kDecodeTileTokens + r * 32 + first_token;
+    result.index[r] = position < len ? __ldg(indices + position) : -1;
+  }
+  return result;
+}
+
+template <int kRounds>
+__device__ __forceinline__ TileIndices<kRounds> no_tile_indices() {
+  TileIndices<kRounds> result;
+#pragma unroll
+  for (int r = 0; r < kRounds; ++r) result.index[r] = -1;
+  result.from_main = true;
+  return result;
+}
+
+// Brings the rows of a tile's tokens (this thread's quarter of each round's token) into L2.
+template <class Quarter, KVCacheFormat kFormat, int kRounds>
+__device__ __forceinline__ void prefetch_tile_rows(const SparseDecodeKernelParams& p,
+                                                   const TileIndices<kRounds>& tile, int quarter) {
+  const SparseTokenList& list = tile.from_main ? p.main : p.extra;
+#pragma unroll
+  for (int r = 0; r < kRounds; ++r) {
+    Quarter::prefetch(locate_token<kFormat>(list, tile.index[r]), quarter);
+  }
+}
+
+// A producer warpgroup: for every tile of the part, gathers its selected rows (each token by a
+// quad of threads; Traits::kProducerRounds rounds of 32 tokens starting at round `first_round`:
+// both rounds, or with the crossover the round of this CTA, whose rows it also sends to the
+// peer CTA, or in the few-heads kernel the round of this producer), waits for the stage to be free
+// (in both CTAs), stores them dequantized, publishes which tokens are valid and arrives on the
+// stage's full barrier. The row loads are issued before the wait for a free stage, the next tile's
+// indices are loaded while this tile's rows are in flight, and the rows gathered next (the second
+// round, or with the crossover the next tile) are prefetched into L2 while the current ones are
+// stored. (Measured and reverted: prefetching the next tile's rows into L2, and holding them
+// in registers while storing this tile, with and without the crossover: docs/perf-notes.md.)
+template <class Traits>
+__device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelParams& p,
+                                                       const DecodePartRange& range, int s,
+                                                       typename Traits::SharedStorage& smem,
+                                                       int thread_in_wg, int first_round) {
+  using Quarter = TokenQuarter<Traits::kFormat, Traits::kHeadDimQK, Traits::kCrossover>;
+  constexpr KVCacheFormat kFormat = Traits::kFormat;
+  constexpr bool kCrossover = Traits::kCrossover;
+  constexpr int kRounds = Traits::kProducerRounds;  // rounds this producer gathers
+  static_assert(kRounds == 1 || kRounds == 2);
+  static_assert(!kCrossover || kRounds == 1);
+  // Both rounds' loads in flight at once only when their registers fit easily (never for the
+  // FP8 and BF16 quarters today: with both FP8 rounds in flight ptxas spills and the h_q 64
+  // rows took 16% longer, measured side by side, docs/perf-notes.md).
+  constexpr bool kOverlapRounds = kRounds * sizeof(Quarter) <= 192;
+  const int warp = thread_in_wg / 32, lane = thread_in_wg % 32;
+  const int token_slot = warp * 8 + (lane & 7);  // token of a round this quad loads
+  const int quarter = lane >> 3;
+  QuarterSlot slots[kRounds];
+#pragma unroll
+  for (int r = 0; r < kRounds; ++r)
+    slots[r] = QuarterSlot((first_round + r) * 32 + token_slot,
+                           quarter_chunks(quarter, Quarter::kPairedChunks));
+
+  // The peer's stage 0, barriers and validity words (crossover).
+  uint32_t peer_k = 0, peer_full = 0, peer_valid = 0;
+  if constexpr (kCrossover) {
+    const uint32_t peer = uint32_t(first_round) ^ 1;  // the CTA's rank is its round
+    peer_k = peer_shared_address(smem_addr(smem.k[0][0]), peer);
+    peer_full = peer_shared_address(smem_addr(&smem.peer_full_barrier[0]), peer);
+    peer_valid = peer_shared_address(smem_addr(&smem.token_valid[0][0][0]), peer);
+  }
+
+  SparseTileCursor current, next;
+  current.start(p, range);
+  next = current;
+  next.advance(p, range);
+  TileIndices<kRounds> current_indices = no_tile_indices<kRounds>();
+  if (current.valid(range)) {
+    current_indices = load_tile_indices<kRounds>(p, current, s, first_round * 32 + token_slot);
+  }
+  // V3.2 with one round a producer: indices two tiles ahead, so that the next tile's rows go to
+  // L2 a whole tile before they are loaded (-3-6% on the crossover rows; on MODEL1 +6%, which
+  // keeps the prefetch during the store burst: docs/perf-notes.md).
+  constexpr bool kTwoAhead = kRounds == 1 && kFormat == KVCacheFormat::kFp8V32;
+  TileIndices<kRounds> next_carried = no_tile_indices<kRounds>();
+  if (kTwoAhead && next.valid(range)) {
+    next_carried = load_tile_indices<kRounds>(p, next, s, first_round * 32 + token_slot);
+  }
+
+  for (int tile_index = 0; current.valid(range); ++tile_index) {
+    const int stage = tile_index % Traits::kNumStages;
+    const uint32_t phase = (tile_index / Traits::kNumStages) & 1;
+    const SparseTokenList& list = current_indices.from_main ? p.main : p.extra;
+    TokenLocation location[kRounds];
+#pragma unroll
+    for (int r = 0; r < kRounds; ++r) {
+      location[r] = locate_token<kFormat>(list, current_indices.index[r]);
+    }
+    Quarter data[kOverlapRounds ? kRounds : 1];
+    if constexpr (kOverlapRounds) {
+#pragma unroll
+      for (int r = 0; r < kRounds; ++r) data[r].load(location[r], quarter);
+    }
+    TileIndices<kRounds> next_indices = no_tile_indices<kRounds>();
+    if constexpr (kTwoAhead) {
+      prefetch_tile_rows<Quarter, kFormat>(p, next_carried, quarter);
+      SparseTileCursor after = next;
+      after.advance(p, range);
+      if (after.valid(range)) {
+        next_indices = load_tile_indices<kRounds>(p, after, s, first_round * 32 + token_slot);
+      }
+    } else {
+      if (next.valid(range)) {
+        next_indices = load_tile_indices<kRounds>(p, next, s, first_round * 32 + token_slot);
+      }
+    }
+
+    const StageWriter<kCrossover> writer{reinterpret_cast<char*>(smem.k[stage]),
+                                         peer_k + uint32_t(stage) * Traits::kTileBytes,
+                                         peer_full + uint32_t(stage) * 8};
+    const auto wait_stage_free = [&]() {
+      if constexpr (kCrossover) {
+        // Both CTAs' consumers left the stage (they arrive on each other's barriers); then
+        // this CTA expects the peer's bytes for it. A CTA-scope wait: an acquire at cluster
+        // scope compiles to CCTL.IVALL, invalidating the L1 lines the gathers allocate.
+        mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
+        if (thread_in_wg == 0) {
+          mbarrier_arrive_expect_tx(&smem.peer_full_barrier[stage], Traits::kPeerBytesPerTile);
+        }
+      } else {
+        mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
+      }
+    };
+    if constexpr (kOverlapRounds) {
+      wait_stage_free();
+#pragma unroll
+      for (int r = 0; r < kRounds; ++r) {
+        data[r].pair_up(quarter);
+        // pair_up (crossover) has read this round's rows: the next tile's go to L2.
+        if (r == 0 && !kTwoAhead) prefetch_tile_rows<Quarter, kFormat>(p, next_indices, quarter);
+        data[r].template store<Traits::kBoxBytes>(writer, slots[r]);
+      }
+    } else {
+#pragma unroll
+      for (int r = 0; r < kRounds; ++r) {
+        data[0].load(location[r], quarter);
+        // The next round's rows go to L2 while this one is stored, so its loads do not pay a
+        // second DRAM latency in the tile.
+        if (r + 1 < kRounds) Quarter::prefetch(location[r + 1], quarter);
+        if (r == 0) wait_stage_free();
+        data[0].pair_up(quarter);
+        data[0].template store<Traits::kBoxBytes>(writer, slots[r]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRounds; ++r) {
+      // Lanes 0..7 hold the 8 tokens of this warp's slice of the round.
+      const uint32_t valid = __ballot_sync(0xffffffffu, location[r].valid) & 0xffu;
+      if (lane == 0) {
+        smem.token_valid[stage][first_round + r][warp] = valid;
+        if constexpr (kCrossover) {
+          const uint32_t word = uint32_t(((stage * 2 + first_round + r) * 4 + warp) * 4);
+          store_async_peer(peer_valid + word, valid, writer.peer_barrier);
+        }
+      }
+    }
+    fence_view_async_shared();  // the stores are read by wgmma (async proxy)
+    mbarrier_arrive(&smem.full_barrier[stage]);
+
+    current = next;
+    next.advance(p, range);
+    if constexpr (kTwoAhead) {
+      current_indices = next_carried;
+      next_carried = next_indices;
+    } else {
+      current_indices = next_indices;
+    }
+  }
+}
+
+}  // namespace flashmla::sm90
