@@ -64,10 +64,10 @@ sm90::SparseDecodeKernelParams make_kernel_params(const SparseDecodeParams& para
 using SparseDecodeLauncher = void (*)(const sm90::SparseDecodeKernelParams&, int, int,
                                       cudaStream_t);
 
-// The kernel instance for a call: on FP8 caches, h_q <= 32 takes the few-heads kernels (swapped
-// products sized to h_q instead of 64 padded rows, two producers) and 64 < h_q <= 128 the
+// The kernel instance for a call: h_q <= 32 takes the few-heads kernels (swapped products sized
+// to h_q instead of 64 padded rows, two producers); on FP8 caches 64 < h_q <= 128 takes the
 // crossover kernels (a 2-CTA cluster per query token gathers and dequantizes each tile once for
-// both m-blocks); BF16 caches take the 64-head kernel.
+// both m-blocks); the rest the 64-head kernel, one CTA per 64 heads.
 SparseDecodeLauncher select_kernel(const SparseDecodeParams& params, int num_m_blocks) {
   const bool few_heads = params.num_heads_q <= 32;
   const bool heads16 = params.num_heads_q <= 16;
@@ -86,8 +86,18 @@ SparseDecodeLauncher select_kernel(const SparseDecodeParams& params, int num_m_b
       }
       return crossover ? sm90::sparse_decode_fp8_model1_crossover : sm90::sparse_decode_fp8_model1;
     default:
-      return params.head_dim_qk == 576 ? sm90::sparse_decode_bf16_576
-                                       : sm90::sparse_decode_bf16_512;
+      if (params.head_dim_qk == 576) {
+        if (few_heads) {
+          return heads16 ? sm90::sparse_decode_bf16_576_few_heads16
+                         : sm90::sparse_decode_bf16_576_few_heads32;
+        }
+        return sm90::sparse_decode_bf16_576;
+      }
+      if (few_heads) {
+        return heads16 ? sm90::sparse_decode_bf16_512_few_heads16
+                       : sm90::sparse_decode_bf16_512_few_heads32;
+      }
+      return sm90::sparse_decode_bf16_512;
   }
 }
 

@@ -222,12 +222,12 @@ def test_grid_covers_every_value():
 
 
 def _few_heads_cases() -> list[dict]:
-    """h_q <= 32 on FP8 caches runs the few-heads kernels (16 or 32 heads a CTA): every head count
-    of both instances' edges and some between, over both FP8 layouts."""
+    """h_q <= 32 runs the few-heads kernels (16 or 32 heads a CTA): both instances' edges and head
+    counts between them, over all four cache formats."""
     rng = random.Random(20261123)
     cases = []
-    for k, h_q in enumerate((1, 2, 3, 7, 8, 13, 15, 16, 17, 20, 24, 31, 32, 32)):
-        fmt = ("v32", "model1")[k % 2]
+    for k, h_q in enumerate((1, 2, 3, 5, 7, 8, 13, 15, 16, 17, 20, 24, 31, 32, 32, 11)):
+        fmt = list(FORMATS)[k % len(FORMATS)]
         extra = k % 3 == 1
         case = dict(
             fmt=fmt,

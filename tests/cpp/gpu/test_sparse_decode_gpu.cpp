@@ -408,6 +408,17 @@ std::vector<GpuCase> special_cases() {
   long_model1.sink = SinkMode::kMixed;
   add("topk16384_model1_hq64_extra_sink", long_model1);
 
+  // Few heads (the swapped-product kernels, h_q <= 16 and <= 32): a long list split over CTAs
+  // with an extra list and sinks, and an odd head count.
+  SparseDecodeCase few_heads = make_case(model1, 2, 2, 20, source(4096, 64), 20);
+  few_heads.has_extra = true;
+  few_heads.extra = source(576, 2);
+  few_heads.sink = SinkMode::kMixed;
+  add("few_heads_model1_hq20_extra_sink", few_heads);
+  SparseDecodeCase few_heads_v32 = make_case(v32, 3, 3, 7, source(2048, 53), 21);
+  few_heads_v32.sink = SinkMode::kMixed;
+  add("few_heads_v32_hq7_sink", few_heads_v32);
+
   // A large batch of short lists (FlashMLA's b = 321).
   add("b321_v32_topk64_hq64", make_case(v32, 321, 2, 64, source(64, 61), 3));
   SparseDecodeCase b321 = make_case(model1, 321, 1, 128, source(64, 53), 4);

@@ -1,0 +1,11 @@
+#include "kernels/sm90/sparse_decode/dispatch.h"
+#include "kernels/sm90/sparse_decode/launch.cuh"
+
+namespace flashmla::sm90 {
+
+void sparse_decode_bf16_512_few_heads32(const SparseDecodeKernelParams& params, int, int num_parts,
+                                        cudaStream_t stream) {
+  launch_sparse_decode_few_heads<KVCacheFormat::kBFloat16, 512, 32>(params, num_parts, stream);
+}
+
+}  // namespace flashmla::sm90
