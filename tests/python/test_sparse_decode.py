@@ -190,16 +190,22 @@ def build(case: dict, seed: int) -> SparseDecodeInputs:
     )
 
 
-@pytest.mark.parametrize("case", GRID, ids=[_case_id(c) for c in GRID])
-def test_matches_reference(case: dict):
+def check_two_layers(case: dict):
+    """Runs a case twice on one plan, the second time ("layer") with the same indices, lengths
+    and plan but new values; returns the metadata and the plan it held after the first layer."""
     seed = case_seed(_case_id(case))
     inputs = build(case, seed)
     metadata, num_splits = plan(case["form"], inputs)
     run_and_check(inputs, metadata, num_splits)
     first_plan = getattr(metadata, "tile_scheduler_metadata", None)
-    # Second layer: same indices, lengths and plan, new values.
     refill_sparse_(inputs, seed=seed + 1)
     run_and_check(inputs, metadata, num_splits)
+    return metadata, first_plan
+
+
+@pytest.mark.parametrize("case", GRID, ids=[_case_id(c) for c in GRID])
+def test_matches_reference(case: dict):
+    metadata, first_plan = check_two_layers(case)
     if case["form"] == "sched_meta":
         assert metadata.have_initialized
         assert metadata.tile_scheduler_metadata is first_plan, "the stored plan must be reused"
@@ -252,12 +258,7 @@ FEW_HEADS = _few_heads_cases()
 
 @pytest.mark.parametrize("case", FEW_HEADS, ids=[_case_id(c) for c in FEW_HEADS])
 def test_few_heads(case: dict):
-    seed = case_seed(_case_id(case))
-    inputs = build(case, seed)
-    metadata, num_splits = plan(case["form"], inputs)
-    run_and_check(inputs, metadata, num_splits)
-    refill_sparse_(inputs, seed=seed + 1)
-    run_and_check(inputs, metadata, num_splits)
+    check_two_layers(case)
 
 
 @pytest.mark.parametrize(

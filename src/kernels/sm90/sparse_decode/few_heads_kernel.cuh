@@ -313,13 +313,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
   const int thread = threadIdx.x;
   const int warpgroup = thread / 128;
-  if (thread == 0) {
-    for (int stage = 0; stage < Traits::kNumStages; ++stage) {
-      mbarrier_init(&smem.full_barrier[stage], Traits::kNumProducerThreads);
-      mbarrier_init(&smem.empty_barrier[stage], Traits::kNumConsumerThreads / 32);
-    }
-    fence_barrier_init();
-  }
+  init_stage_barriers<Traits>(smem, thread);
   __syncthreads();
 
   if (warpgroup == 0) {

@@ -200,15 +200,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
   const int thread = threadIdx.x;
   const int warpgroup = thread / 128;
-  if (thread == 0) {
-    for (int stage = 0; stage < Traits::kNumStages; ++stage) {
-      mbarrier_init(&smem.full_barrier[stage], 128);
-      mbarrier_init(&smem.peer_full_barrier[stage], 1);  // + the peer's bytes (crossover)
-      mbarrier_init(&smem.empty_barrier[stage],
-                    Traits::kClusterSize * Traits::kNumConsumerThreads / 32);
-    }
-    fence_barrier_init();
-  }
+  init_stage_barriers<Traits>(smem, thread);
   // With the crossover the peer arrives on these barriers and writes into this CTA's shared
   // memory: both CTAs' barriers must be initialised first, and neither may exit while the
   // other can still reach it (the cluster barrier at the end).

@@ -22,6 +22,22 @@
 
 namespace flashmla::sm90 {
 
+// Thread 0 initialises the stage barriers: full = one arrival per producer thread, empty = one
+// per consumer warp (of both CTAs with the crossover), peer_full = the crossover's own arrival
+// (plus the peer's bytes). The caller synchronises before any use.
+template <class Traits>
+__device__ __forceinline__ void init_stage_barriers(typename Traits::SharedStorage& smem,
+                                                    int thread) {
+  if (thread != 0) return;
+  for (int stage = 0; stage < Traits::kNumStages; ++stage) {
+    mbarrier_init(&smem.full_barrier[stage], Traits::kNumProducerThreads);
+    mbarrier_init(&smem.empty_barrier[stage],
+                  Traits::kClusterSize * Traits::kNumConsumerThreads / 32);
+    if constexpr (Traits::kCrossover) mbarrier_init(&smem.peer_full_barrier[stage], 1);
+  }
+  fence_barrier_init();
+}
+
 // The cache indices of the tokens one producer thread gathers for a tile (one per round it
 // gathers: both rounds, or with the crossover the round of its CTA).
 template <int kRounds>

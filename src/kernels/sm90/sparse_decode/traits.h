@@ -49,6 +49,7 @@ struct SparseDecodeTraits {
   static constexpr int kNumStages = 2;
   static constexpr int kNumThreads = 384;
   static constexpr int kNumConsumerThreads = 256;
+  static constexpr int kNumProducerThreads = 128;
   static constexpr int kProducerWarpgroup = 2;
   static constexpr int kColsWg0 = 192;  // as in dense decode: warpgroup 0 also runs the softmax
   static constexpr int kColsWg1 = kHeadDimV - kColsWg0;
