@@ -7,9 +7,11 @@
 //   S^T (64 tokens x kHeads) = K Q^T           A = K (K-major), B = Q (K-major)
 //   O^T (512 x kHeads)      += V^T P^T          A = V^T (MN-major view of the K stage),
 //                                               B = P^T (K-major: a row of 64 tokens a head)
-// so the tensor work scales with h_q and O^T takes 512 kHeads / 128 = 64 or 128 registers a
-// thread. One warpgroup does all of the math; the other two are producers, one 32-token round
-// of every tile each (the 64-head kernel's producer code), so twice the rows are in flight.
+// so the tensor FLOPs scale with h_q (the wgmma count does not: a 64 x 16 x 16 product costs
+// about what a 64 x 64 x 16 one does, docs/perf-notes.md) and O^T takes 512 kHeads / 128 = 64
+// or 128 registers a thread. One warpgroup does all of the math; the other two are producers,
+// one 32-token round of every tile each (the 64-head kernel's producer code), so twice the rows
+// are in flight.
 #pragma once
 
 #include <cstdint>
