@@ -56,6 +56,14 @@ __device__ __forceinline__ void dequant_e4m3x16_fast(const uint4& in, uint32_t m
   hi = make_uint4(out[4], out[5], out[6], out[7]);
 }
 
+// Eight e4m3 values (8 bytes) -> eight bf16 values in one 16-byte vector; fast path as above.
+__device__ __forceinline__ uint4 dequant_e4m3x8_fast(const uint2& in, uint32_t multiplier) {
+  return make_uint4(bf16x2_mul(e4m3x2_to_bf16x2_scaled(in.x, 0x1404u), multiplier),
+                    bf16x2_mul(e4m3x2_to_bf16x2_scaled(in.x, 0x3424u), multiplier),
+                    bf16x2_mul(e4m3x2_to_bf16x2_scaled(in.y, 0x1404u), multiplier),
+                    bf16x2_mul(e4m3x2_to_bf16x2_scaled(in.y, 0x3424u), multiplier));
+}
+
 // The same for any scale, in float32: slower, equally exact.
 __device__ __forceinline__ void dequant_e4m3x16_exact(const uint4& in, float scale, uint4& lo,
                                                       uint4& hi) {
@@ -78,6 +86,13 @@ __device__ __forceinline__ void dequant_e4m3x16_exact(const uint4& in, float sca
   }
   lo = make_uint4(out[0], out[1], out[2], out[3]);
   hi = make_uint4(out[4], out[5], out[6], out[7]);
+}
+
+// Eight e4m3 values, any scale.
+__device__ __forceinline__ uint4 dequant_e4m3x8_exact(const uint2& in, float scale) {
+  uint4 lo, hi;
+  dequant_e4m3x16_exact(make_uint4(in.x, in.y, 0u, 0u), scale, lo, hi);
+  return lo;
 }
 
 }  // namespace flashmla::sm90

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "flashmla/decode_schedule.h"
 #include "flashmla/kv_cache_format.h"
@@ -38,19 +39,29 @@ __device__ __forceinline__ void init_stage_barriers(typename Traits::SharedStora
   fence_barrier_init();
 }
 
-// The cache indices of the tokens one producer thread gathers for a tile (one per round it
-// gathers: both rounds, or with the crossover the round of its CTA).
-template <int kRounds>
+// The gather mapping a kernel's producer uses: token octets for fp8 rows with the crossover
+// (whose stores also go to the peer), token quads otherwise (token_gather.cuh).
+template <class Traits>
+using ProducerGather =
+    std::conditional_t<Traits::kCrossover && Traits::kFormat != KVCacheFormat::kBFloat16,
+                       TokenOctets<Traits::kFormat>,
+                       TokenQuarter<Traits::kFormat, Traits::kHeadDimQK>>;
+
+// The cache indices of the tokens one producer thread gathers for a tile: kTokens (the
+// mapping's tokens a thread) for each of the kRounds rounds it gathers, index[r][k].
+template <int kRounds, int kTokens>
 struct TileIndices {
-  int32_t index[kRounds];
+  int32_t index[kRounds][kTokens];
   bool from_main;  // main or extra list
 };
 
-template <int kRounds>
-__device__ __forceinline__ TileIndices<kRounds> load_tile_indices(const SparseDecodeKernelParams& p,
-                                                                  const SparseTileCursor& cursor,
-                                                                  int s, int first_token) {
-  TileIndices<kRounds> result;
+// round_token[k]: the thread's k-th token within a round, counted from the tile's first round
+// this producer gathers (first_round * 32 + Gather::token_in_round).
+template <int kRounds, int kTokens>
+__device__ __forceinline__ TileIndices<kRounds, kTokens> load_tile_indices(
+    const SparseDecodeKernelParams& p, const SparseTileCursor& cursor, int s,
+    const int (&round_token)[kTokens]) {
+  TileIndices<kRounds, kTokens> result;
   result.from_main = cursor.tile < cursor.tiles.main_tiles;
   const SparseTokenList& list = result.from_main ? p.main : p.extra;
   const int len = result.from_main ? cursor.tiles.main_len : cursor.tiles.extra_len;
@@ -59,65 +70,83 @@ __device__ __forceinline__ TileIndices<kRounds> load_tile_indices(const SparseDe
       list.indices + cursor.batch * list.indices_batch_stride + s * list.indices_seq_stride;
 #pragma unroll
   for (int r = 0; r < kRounds; ++r) {
-    const int position = list_tile * kDecodeTileTokens + r * 32 + first_token;
-    result.index[r] = position < len ? __ldg(indices + position) : -1;
+#pragma unroll
+    for (int k = 0; k < kTokens; ++k) {
+      const int position = list_tile * kDecodeTileTokens + r * 32 + round_token[k];
+      result.index[r][k] = position < len ? __ldg(indices + position) : -1;
+    }
   }
   return result;
 }
 
-template <int kRounds>
-__device__ __forceinline__ TileIndices<kRounds> no_tile_indices() {
-  TileIndices<kRounds> result;
+template <int kRounds, int kTokens>
+__device__ __forceinline__ TileIndices<kRounds, kTokens> no_tile_indices() {
+  TileIndices<kRounds, kTokens> result;
 #pragma unroll
-  for (int r = 0; r < kRounds; ++r) result.index[r] = -1;
+  for (int r = 0; r < kRounds; ++r) {
+#pragma unroll
+    for (int k = 0; k < kTokens; ++k) result.index[r][k] = -1;
+  }
   result.from_main = true;
   return result;
 }
 
-// Brings the rows of a tile's tokens (this thread's quarter of each round's token) into L2.
-template <class Quarter, KVCacheFormat kFormat, int kRounds>
+// Brings the rows of a tile's tokens (this thread's part of each) into L2.
+template <class Gather, KVCacheFormat kFormat, int kRounds, int kTokens>
 __device__ __forceinline__ void prefetch_tile_rows(const SparseDecodeKernelParams& p,
-                                                   const TileIndices<kRounds>& tile, int quarter) {
+                                                   const TileIndices<kRounds, kTokens>& tile,
+                                                   int part) {
   const SparseTokenList& list = tile.from_main ? p.main : p.extra;
 #pragma unroll
   for (int r = 0; r < kRounds; ++r) {
-    Quarter::prefetch(locate_token<kFormat>(list, tile.index[r]), quarter);
+#pragma unroll
+    for (int k = 0; k < kTokens; ++k) {
+      Gather::prefetch(locate_token<kFormat>(list, tile.index[r][k]), part);
+    }
   }
 }
 
-// A producer warpgroup: for every tile of the part, gathers its selected rows (each token by a
-// quad of threads; Traits::kProducerRounds rounds of 32 tokens starting at round `first_round`:
-// both rounds, or with the crossover the round of this CTA, whose rows it also sends to the
-// peer CTA, or in the few-heads kernel the round of this producer), waits for the stage to be free
-// (in both CTAs), stores them dequantized, publishes which tokens are valid and arrives on the
-// stage's full barrier. The row loads are issued before the wait for a free stage, the next tile's
-// indices are loaded while this tile's rows are in flight, and the rows gathered next (the second
-// round, or with the crossover the next tile) are prefetched into L2 while the current ones are
-// stored. (Measured and reverted: prefetching the next tile's rows into L2, and holding them
-// in registers while storing this tile, with and without the crossover: docs/perf-notes.md.)
+// A producer warpgroup: for every tile of the part, gathers its selected rows (with the
+// kernel's ProducerGather mapping; Traits::kProducerRounds rounds of 32 tokens starting at
+// round `first_round`: both rounds, or with the crossover the round of this CTA, whose rows it
+// also sends to the peer CTA, or in the few-heads kernel the round of this producer), waits
+// for the stage to be free (in both CTAs), stores them dequantized, publishes which tokens are
+// valid and arrives on the stage's full barrier. The row loads are issued before the wait for a
+// free stage, the next tile's indices are loaded while this tile's rows are in flight, and the
+// rows gathered next (the second round, or with the crossover the next tile) are prefetched
+// into L2 while the current ones are stored. (Measured and reverted: prefetching the next
+// tile's rows into L2, and holding them in registers while storing this tile, with and
+// without the crossover: docs/perf-notes.md.)
 template <class Traits>
 __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelParams& p,
                                                        const DecodePartRange& range, int s,
                                                        typename Traits::SharedStorage& smem,
                                                        int thread_in_wg, int first_round) {
-  using Quarter = TokenQuarter<Traits::kFormat, Traits::kHeadDimQK, Traits::kCrossover>;
+  using Gather = ProducerGather<Traits>;
+  using Slot = typename Gather::Slot;
   constexpr KVCacheFormat kFormat = Traits::kFormat;
   constexpr bool kCrossover = Traits::kCrossover;
   constexpr int kRounds = Traits::kProducerRounds;  // rounds this producer gathers
+  constexpr int kTokens = Gather::kTokens;          // tokens a thread takes per round
   static_assert(kRounds == 1 || kRounds == 2);
   static_assert(!kCrossover || kRounds == 1);
   // Both rounds' loads in flight at once only when their registers fit easily (never for the
   // FP8 and BF16 quarters today: with both FP8 rounds in flight ptxas spills and the h_q 64
   // rows took 16% longer, measured side by side, docs/perf-notes.md).
-  constexpr bool kOverlapRounds = kRounds * sizeof(Quarter) <= 192;
+  constexpr bool kOverlapRounds = kRounds * sizeof(Gather) <= 192;
   const int warp = thread_in_wg / 32, lane = thread_in_wg % 32;
-  const int token_slot = warp * 8 + (lane & 7);  // token of a round this quad loads
-  const int quarter = lane >> 3;
-  QuarterSlot slots[kRounds];
+  const int part = Gather::part(lane);
+  int round_token[kTokens];  // the thread's tokens within its first round
+  Slot slots[kRounds][kTokens];
 #pragma unroll
-  for (int r = 0; r < kRounds; ++r)
-    slots[r] = QuarterSlot((first_round + r) * 32 + token_slot,
-                           quarter_chunks(quarter, Quarter::kPairedChunks));
+  for (int k = 0; k < kTokens; ++k) {
+    round_token[k] = first_round * 32 + Gather::token_in_round(warp, lane, k);
+  }
+#pragma unroll
+  for (int r = 0; r < kRounds; ++r) {
+#pragma unroll
+    for (int k = 0; k < kTokens; ++k) slots[r][k] = Gather::slot(r * 32 + round_token[k], part);
+  }
 
   // The peer's stage 0, barriers and validity words (crossover).
   uint32_t peer_k = 0, peer_full = 0, peer_valid = 0;
@@ -128,48 +157,52 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
     peer_valid = peer_shared_address(smem_addr(&smem.token_valid[0][0][0]), peer);
   }
 
+  using Indices = TileIndices<kRounds, kTokens>;
   SparseTileCursor current, next;
   current.start(p, range);
   next = current;
   next.advance(p, range);
-  TileIndices<kRounds> current_indices = no_tile_indices<kRounds>();
+  Indices current_indices = no_tile_indices<kRounds, kTokens>();
   if (current.valid(range)) {
-    current_indices = load_tile_indices<kRounds>(p, current, s, first_round * 32 + token_slot);
+    current_indices = load_tile_indices<kRounds, kTokens>(p, current, s, round_token);
   }
   // V3.2 with one round a producer: indices two tiles ahead, so that the next tile's rows go to
   // L2 a whole tile before they are loaded (-3-6% on the crossover rows; on MODEL1 +6%, which
   // keeps the prefetch during the store burst: docs/perf-notes.md).
   constexpr bool kTwoAhead = kRounds == 1 && kFormat == KVCacheFormat::kFp8V32;
-  TileIndices<kRounds> next_carried = no_tile_indices<kRounds>();
+  Indices next_carried = no_tile_indices<kRounds, kTokens>();
   if (kTwoAhead && next.valid(range)) {
-    next_carried = load_tile_indices<kRounds>(p, next, s, first_round * 32 + token_slot);
+    next_carried = load_tile_indices<kRounds, kTokens>(p, next, s, round_token);
   }
 
   for (int tile_index = 0; current.valid(range); ++tile_index) {
     const int stage = tile_index % Traits::kNumStages;
     const uint32_t phase = (tile_index / Traits::kNumStages) & 1;
     const SparseTokenList& list = current_indices.from_main ? p.main : p.extra;
-    TokenLocation location[kRounds];
+    TokenLocation location[kRounds][kTokens];
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
-      location[r] = locate_token<kFormat>(list, current_indices.index[r]);
+#pragma unroll
+      for (int k = 0; k < kTokens; ++k) {
+        location[r][k] = locate_token<kFormat>(list, current_indices.index[r][k]);
+      }
     }
-    Quarter data[kOverlapRounds ? kRounds : 1];
+    Gather data[kOverlapRounds ? kRounds : 1];
     if constexpr (kOverlapRounds) {
 #pragma unroll
-      for (int r = 0; r < kRounds; ++r) data[r].load(location[r], quarter);
+      for (int r = 0; r < kRounds; ++r) data[r].load(location[r], part);
     }
-    TileIndices<kRounds> next_indices = no_tile_indices<kRounds>();
+    Indices next_indices = no_tile_indices<kRounds, kTokens>();
     if constexpr (kTwoAhead) {
-      prefetch_tile_rows<Quarter, kFormat>(p, next_carried, quarter);
+      prefetch_tile_rows<Gather, kFormat>(p, next_carried, part);
       SparseTileCursor after = next;
       after.advance(p, range);
       if (after.valid(range)) {
-        next_indices = load_tile_indices<kRounds>(p, after, s, first_round * 32 + token_slot);
+        next_indices = load_tile_indices<kRounds, kTokens>(p, after, s, round_token);
       }
     } else {
       if (next.valid(range)) {
-        next_indices = load_tile_indices<kRounds>(p, next, s, first_round * 32 + token_slot);
+        next_indices = load_tile_indices<kRounds, kTokens>(p, next, s, round_token);
       }
     }
 
@@ -193,32 +226,35 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
       wait_stage_free();
 #pragma unroll
       for (int r = 0; r < kRounds; ++r) {
-        data[r].pair_up(quarter);
-        // pair_up (crossover) has read this round's rows: the next tile's go to L2.
-        if (r == 0 && !kTwoAhead) prefetch_tile_rows<Quarter, kFormat>(p, next_indices, quarter);
+        // Round 0's loads have landed: the next tile's rows go to L2.
+        if (r == 0 && !kTwoAhead) prefetch_tile_rows<Gather, kFormat>(p, next_indices, part);
         data[r].template store<Traits::kBoxBytes>(writer, slots[r]);
       }
     } else {
 #pragma unroll
       for (int r = 0; r < kRounds; ++r) {
-        data[0].load(location[r], quarter);
+        data[0].load(location[r], part);
         // The next round's rows go to L2 while this one is stored, so its loads do not pay a
         // second DRAM latency in the tile.
-        if (r + 1 < kRounds) Quarter::prefetch(location[r + 1], quarter);
+        if (r + 1 < kRounds) {
+#pragma unroll
+          for (int k = 0; k < kTokens; ++k) Gather::prefetch(location[r + 1][k], part);
+        }
         if (r == 0) wait_stage_free();
-        data[0].pair_up(quarter);
         data[0].template store<Traits::kBoxBytes>(writer, slots[r]);
       }
     }
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
-      // Lanes 0..7 hold the 8 tokens of this warp's slice of the round.
-      const uint32_t valid = __ballot_sync(0xffffffffu, location[r].valid) & 0xffu;
+      bool valid[kTokens];
+#pragma unroll
+      for (int k = 0; k < kTokens; ++k) valid[k] = location[r][k].valid;
+      const uint32_t word = Gather::valid_word(valid);  // warp-collective
       if (lane == 0) {
-        smem.token_valid[stage][first_round + r][warp] = valid;
+        smem.token_valid[stage][first_round + r][warp] = word;
         if constexpr (kCrossover) {
-          const uint32_t word = uint32_t(((stage * 2 + first_round + r) * 4 + warp) * 4);
-          store_async_peer(peer_valid + word, valid, writer.peer_barrier);
+          const uint32_t offset = uint32_t(((stage * 2 + first_round + r) * 4 + warp) * 4);
+          store_async_peer(peer_valid + offset, word, writer.peer_barrier);
         }
       }
     }

@@ -1,23 +1,22 @@
-// The producer's gather: one selected cache row of a tile, loaded by the 4 threads of a
-// "token quad" (quarter q = 0..3 loads bytes 16q..16q+15 of every 64-value group) and stored,
+// The producer's gather: a tile's selected cache rows, loaded by groups of threads and stored,
 // dequantized to bf16, into the stage's SW128 boxes (a box: 64 tokens x 64 columns, eight
-// 16-byte chunks of 8 columns per token). One struct per cache format says where a token's
-// bytes are and how to turn its quarter into bf16.
-//
-// Which two chunks of a box a thread stores (QuarterSlot):
-//  - contiguous (bf16 rows; fp8 rows without the crossover): quarter q stores chunks 2q and
-//    2q + 1, the 16 columns it loaded;
-//  - paired (fp8 rows with the crossover): quarter q stores chunks 4(q/2) + q%2 and that + 2,
-//    so that in each store instruction the quad's lanes write chunk pairs {2k, 2k + 1}, i.e.
-//    whole 32-byte sectors of the token's row (the swizzle keeps a pair in one sector). With
-//    the crossover every store is also an st.async to the peer CTA, and distributed shared
-//    memory moves whole sectors: the contiguous mapping sent every sector half empty (ncu: 2x
-//    the DSMEM sectors of FlashMLA's kernel for the same bytes; pairing them: -8% time on the
-//    V3.2 h_q 128 rows). The fp8 bytes are still loaded 16 contiguous bytes a thread; one
-//    exchange between quarters q and q ^ 1 (pair_up) turns them into the paired chunks. RoPE
-//    chunks are bf16 already: loaded straight as paired.
-// Either way the 16-byte stores of a warp (8 tokens x 4 quarters) spread evenly over the 32
-// banks: conflict-free.
+// 16-byte chunks of 8 columns per token). One struct per (mapping, cache format) says where a
+// token's bytes are and how to turn a thread's part of them into bf16. Two mappings:
+//  - token quads (TokenQuarter; the kernels without the crossover): the 4 threads of a quad
+//    take one token, quarter q the 16 columns 16q..16q+15 of every box (one 16-byte load of
+//    fp8, two 16-byte chunks stored). A warp stores 8 tokens x 4 quarters a step: the 16-byte
+//    pieces spread evenly over the 32 banks (conflict-free).
+//  - token octets (TokenOctets; FP8 rows with the crossover, whose stores also go to the peer
+//    CTA by st.async): the 8 threads of an octet take one token, lane c the chunk c (8
+//    columns) of every box, two tokens a thread per 32-token round. Each 8-lane phase of a
+//    store then writes one token's whole 128-byte row of a box, contiguous in the peer's shared
+//    memory too. With quads every phase wrote eight 16-byte pieces of eight rows, and the
+//    distributed-shared-memory traffic cost twice FlashMLA's for the same bytes (side by side,
+//    peer stores alone: +1209 us against +582 us on the V3.2 h_q 128 top-k 16384 row; octets:
+//    -5 to -9% time on the h_q 128 rows, docs/perf-notes.md).
+// Interface (what the producer uses): kTokens (tokens a thread takes per round),
+// token_in_round(warp, lane, k), part(lane), Slot / slot(token in tile, part), load, prefetch,
+// store, and valid_word (the warp's 8 validity bits).
 #pragma once
 
 #include <cstdint>
@@ -89,36 +88,16 @@ __device__ __forceinline__ TokenLocation locate_token(const SparseTokenList& lis
   return loc;
 }
 
-// The two chunks (of 8 columns) of every box that quarter `quarter` of a token stores.
-struct QuarterChunks {
-  int lo, hi;
-};
-__device__ __forceinline__ QuarterChunks quarter_chunks(int quarter, bool paired) {
-  if (!paired) return {2 * quarter, 2 * quarter + 1};
-  const int lo = 4 * (quarter >> 1) + (quarter & 1);
-  return {lo, lo + 2};
-}
-
 // Where a thread's quarter of one token goes in every 64-column SW128 box of a stage: the
-// byte offsets, within a box, of its two 16-byte chunks. Fixed for the thread's whole life.
+// byte offsets, within a box, of its two 16-byte chunks (2q and 2q + 1). Fixed for the
+// thread's whole life.
 struct QuarterSlot {
   uint32_t chunk_lo = 0, chunk_hi = 0;
   QuarterSlot() = default;
-  __device__ __forceinline__ QuarterSlot(int token, QuarterChunks chunks)
-      : chunk_lo(sw128_offset(token, chunks.lo)), chunk_hi(sw128_offset(token, chunks.hi)) {}
+  __device__ __forceinline__ QuarterSlot(int token, int quarter)
+      : chunk_lo(sw128_offset(token, 2 * quarter)),
+        chunk_hi(sw128_offset(token, 2 * quarter + 1)) {}
 };
-
-// pair_up for 16 fp8 values (chunks 2q, 2q + 1 of a 64-value group, as loaded): afterwards
-// they are chunks quarter_chunks(q, true). Quarters q and q ^ 1 sit 8 lanes apart; the even
-// one keeps its first chunk and takes its partner's first, the odd one keeps its second and
-// takes its partner's second. Every lane of the warp must call it (shuffles).
-__device__ __forceinline__ uint4 pair_up_fp8x16(const uint4& v, int quarter) {
-  const bool even = (quarter & 1) == 0;
-  const uint32_t send_x = even ? v.z : v.x, send_y = even ? v.w : v.y;
-  const uint32_t got_x = __shfl_xor_sync(0xffffffffu, send_x, 8);
-  const uint32_t got_y = __shfl_xor_sync(0xffffffffu, send_y, 8);
-  return even ? make_uint4(v.x, v.y, got_x, got_y) : make_uint4(got_x, got_y, v.z, v.w);
-}
 
 // Where a producer thread's 16-byte vectors of a tile go: this CTA's stage and, with the
 // crossover (two CTAs serving the two 64-head halves of one query token), the same place in
@@ -143,20 +122,101 @@ __device__ __forceinline__ void store_quarter(const Writer& writer, const Quarte
   writer.store(box * kBoxBytes + slot.chunk_hi, hi);
 }
 
-// kPaired: store paired chunks (fp8 rows with the crossover, whose stores go to the peer too).
-template <KVCacheFormat kFormat, int kHeadDimQK, bool kPaired>
+// The quad mapping's part of TokenQuarter: one token a thread, quarter = lane / 8 (the quad
+// of token j of a warp's 8 is lanes j, j + 8, j + 16, j + 24).
+struct QuadMapping {
+  static constexpr int kTokens = 1;
+  using Slot = QuarterSlot;
+  static __device__ __forceinline__ int token_in_round(int warp, int lane, int) {
+    return warp * 8 + (lane & 7);
+  }
+  static __device__ __forceinline__ int part(int lane) { return lane >> 3; }
+  static __device__ __forceinline__ Slot slot(int token, int quarter) {
+    return QuarterSlot(token, quarter);
+  }
+  // Lanes 0..7 hold the warp's 8 tokens in order.
+  static __device__ __forceinline__ uint32_t valid_word(const bool (&valid)[1]) {
+    return __ballot_sync(0xffffffffu, valid[0]) & 0xffu;
+  }
+};
+
+// The octet mapping's part of TokenOctets: two tokens a thread, octet o = lane / 8 of warp w
+// takes tokens 8w + o and 8w + 4 + o of the round, lane c = lane % 8 their chunk c.
+struct OctetMapping {
+  static constexpr int kTokens = 2;
+  using Slot = uint32_t;  // byte offset of the thread's chunk of the token within a box
+  static __device__ __forceinline__ int token_in_round(int warp, int lane, int k) {
+    return warp * 8 + 4 * k + (lane >> 3);
+  }
+  static __device__ __forceinline__ int part(int lane) { return lane & 7; }
+  static __device__ __forceinline__ Slot slot(int token, int chunk) {
+    return sw128_offset(token, chunk);
+  }
+  static __device__ __forceinline__ uint32_t valid_word(const bool (&valid)[2]) {
+    uint32_t word = 0;
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const uint32_t ballot = __ballot_sync(0xffffffffu, valid[k]);
+#pragma unroll
+      for (int o = 0; o < 4; ++o) word |= ((ballot >> (8 * o)) & 1u) << (4 * k + o);
+    }
+    return word;
+  }
+};
+
+template <KVCacheFormat kFormat, int kHeadDimQK>
 struct TokenQuarter;
 
 // FP8 V3.2: 512 e4m3 NoPE values (8 boxes), 4 float32 scales (one per 128 values = 2 boxes),
 // 64 bf16 RoPE values (box 8).
-template <bool kPaired>
-struct TokenQuarter<KVCacheFormat::kFp8V32, kFp8V32HeadDim, kPaired> {
-  static constexpr bool kPairedChunks = kPaired;
+__device__ __forceinline__ float4 load_v32_scales(const uint8_t* row) {
+  const uint4 raw = load_gathered_16b(row + kFp8V32ScaleOffset);
+  return make_float4(__uint_as_float(raw.x), __uint_as_float(raw.y), __uint_as_float(raw.z),
+                     __uint_as_float(raw.w));
+}
+
+// One dequantization decision per token: every quantizer-written cache takes the fast path.
+__device__ __forceinline__ bool v32_fast_scales(const float4& scales) {
+  return is_fast_dequant_scale(scales.x) && is_fast_dequant_scale(scales.y) &&
+         is_fast_dequant_scale(scales.z) && is_fast_dequant_scale(scales.w);
+}
+
+// MODEL1: an e8m0 byte e is the scale 2^(e - 127). The fast path takes e in [127 - 117,
+// 127 + 7], and its bf16x2 multiplier 2^(e - 127 + 120) is the bf16 with exponent field
+// e + 120 (no float decode).
+__device__ __forceinline__ uint32_t model1_exponent(const uint2& scales, int box) {
+  return ((box < 4 ? scales.x : scales.y) >> (8 * (box % 4))) & 0xffu;
+}
+__device__ __forceinline__ bool model1_fast_scales(const uint2& scales) {
+  bool fast = true;
+#pragma unroll
+  for (int box = 0; box < 7; ++box) {
+    const uint32_t e = model1_exponent(scales, box);
+    fast = fast && e >= 127 - 117 && e <= 127 + 7;
+  }
+  return fast;
+}
+__device__ __forceinline__ uint32_t model1_fast_multiplier(const uint2& scales, int box) {
+  const uint32_t bf16 = (model1_exponent(scales, box) + 120u) << 7;  // 2^(e - 127) * 2^120
+  return bf16 | (bf16 << 16);
+}
+__device__ __forceinline__ uint2 load_model1_scales(const uint8_t* scale_row) {
+  uint2 scales;
+  asm volatile("ld.global.nc.L1::evict_last.v2.u32 {%0, %1}, [%2];"
+               : "=r"(scales.x), "=r"(scales.y)
+               : "l"(scale_row));
+  return scales;
+}
+constexpr uint32_t kModel1UnitScales = 0x7f7f7f7fu;  // e8m0 127 = 2^0 in every byte
+
+template <>
+struct TokenQuarter<KVCacheFormat::kFp8V32, kFp8V32HeadDim> : QuadMapping {
   uint4 nope[8];
   uint4 rope[2];
   float4 scales;
 
-  __device__ __forceinline__ void load(const TokenLocation& loc, int quarter) {
+  __device__ __forceinline__ void load(const TokenLocation (&locations)[1], int quarter) {
+    const TokenLocation& loc = locations[0];
     if (!loc.valid) {
 #pragma unroll
       for (int i = 0; i < 8; ++i) nope[i] = make_uint4(0, 0, 0, 0);
@@ -164,14 +224,12 @@ struct TokenQuarter<KVCacheFormat::kFp8V32, kFp8V32HeadDim, kPaired> {
       scales = make_float4(1.f, 1.f, 1.f, 1.f);
       return;
     }
-    const uint4 raw_scales = load_gathered_16b(loc.row + kFp8V32ScaleOffset);
-    scales = make_float4(__uint_as_float(raw_scales.x), __uint_as_float(raw_scales.y),
-                         __uint_as_float(raw_scales.z), __uint_as_float(raw_scales.w));
+    scales = load_v32_scales(loc.row);
 #pragma unroll
     for (int i = 0; i < 8; ++i) nope[i] = load_gathered_16b(loc.row + i * 64 + quarter * 16);
-    const QuarterChunks rope_chunks = quarter_chunks(quarter, kPairedChunks);
-    rope[0] = load_gathered_16b(loc.row + kFp8V32RopeOffset + rope_chunks.lo * 16);
-    rope[1] = load_gathered_16b(loc.row + kFp8V32RopeOffset + rope_chunks.hi * 16);
+    const int rope_lo = kFp8V32RopeOffset + 2 * quarter * 16;
+    rope[0] = load_gathered_16b(loc.row + rope_lo);
+    rope[1] = load_gathered_16b(loc.row + (rope_lo + 16));
   }
 
   // Brings the token's row into L2 ahead of load() (the quad covers the row).
@@ -179,20 +237,11 @@ struct TokenQuarter<KVCacheFormat::kFp8V32, kFp8V32HeadDim, kPaired> {
     if (loc.valid) prefetch_row_l2<kFp8V32TokenBytes>(loc.row, quarter);
   }
 
-  // The loaded NoPE quarters into paired chunks (all lanes of the warp, before any branch).
-  __device__ __forceinline__ void pair_up(int quarter) {
-    if constexpr (kPaired) {
-#pragma unroll
-      for (int i = 0; i < 8; ++i) nope[i] = pair_up_fp8x16(nope[i], quarter);
-    }
-  }
-
   template <int kBoxBytes, class Writer>
-  __device__ __forceinline__ void store(const Writer& stage, const QuarterSlot& slot) const {
+  __device__ __forceinline__ void store(const Writer& stage, const Slot (&slots)[1]) const {
+    const Slot& slot = slots[0];
     const float group_scales[4] = {scales.x, scales.y, scales.z, scales.w};
-    // One decision per token: every quantizer-written cache takes the fast path.
-    const bool fast = is_fast_dequant_scale(scales.x) && is_fast_dequant_scale(scales.y) &&
-                      is_fast_dequant_scale(scales.z) && is_fast_dequant_scale(scales.w);
+    const bool fast = v32_fast_scales(scales);
     if (fast) {
 #pragma unroll
       for (int box = 0; box < 8; ++box) {
@@ -214,29 +263,27 @@ struct TokenQuarter<KVCacheFormat::kFp8V32, kFp8V32HeadDim, kPaired> {
 
 // FP8 MODEL1: 448 e4m3 NoPE values (7 boxes, one e8m0 scale each), 64 bf16 RoPE values
 // (box 7, which is also the last 64 columns of V).
-template <bool kPaired>
-struct TokenQuarter<KVCacheFormat::kFp8Model1, kFp8Model1HeadDim, kPaired> {
-  static constexpr bool kPairedChunks = kPaired;
+template <>
+struct TokenQuarter<KVCacheFormat::kFp8Model1, kFp8Model1HeadDim> : QuadMapping {
   uint4 nope[7];
   uint4 rope[2];
   uint2 scales;  // 7 e8m0 bytes and a pad byte
 
-  __device__ __forceinline__ void load(const TokenLocation& loc, int quarter) {
+  __device__ __forceinline__ void load(const TokenLocation (&locations)[1], int quarter) {
+    const TokenLocation& loc = locations[0];
     if (!loc.valid) {
 #pragma unroll
       for (int i = 0; i < 7; ++i) nope[i] = make_uint4(0, 0, 0, 0);
       rope[0] = rope[1] = make_uint4(0, 0, 0, 0);
-      scales = make_uint2(0x7f7f7f7fu, 0x7f7f7f7fu);  // 2^0
+      scales = make_uint2(kModel1UnitScales, kModel1UnitScales);
       return;
     }
-    asm volatile("ld.global.nc.L1::evict_last.v2.u32 {%0, %1}, [%2];"
-                 : "=r"(scales.x), "=r"(scales.y)
-                 : "l"(loc.scales));
+    scales = load_model1_scales(loc.scales);
 #pragma unroll
     for (int i = 0; i < 7; ++i) nope[i] = load_gathered_16b(loc.row + i * 64 + quarter * 16);
-    const QuarterChunks rope_chunks = quarter_chunks(quarter, kPairedChunks);
-    rope[0] = load_gathered_16b(loc.row + kFp8Model1RopeOffset + rope_chunks.lo * 16);
-    rope[1] = load_gathered_16b(loc.row + kFp8Model1RopeOffset + rope_chunks.hi * 16);
+    const int rope_lo = kFp8Model1RopeOffset + 2 * quarter * 16;
+    rope[0] = load_gathered_16b(loc.row + rope_lo);
+    rope[1] = load_gathered_16b(loc.row + (rope_lo + 16));
   }
 
   // Brings the token's data row and scale row into L2 ahead of load().
@@ -246,41 +293,23 @@ struct TokenQuarter<KVCacheFormat::kFp8Model1, kFp8Model1HeadDim, kPaired> {
     if (quarter == 0) prefetch_l2(loc.scales);
   }
 
-  // The loaded NoPE quarters into paired chunks (all lanes of the warp, before any branch).
-  __device__ __forceinline__ void pair_up(int quarter) {
-    if constexpr (kPaired) {
-#pragma unroll
-      for (int i = 0; i < 7; ++i) nope[i] = pair_up_fp8x16(nope[i], quarter);
-    }
-  }
-
-  __device__ __forceinline__ uint32_t exponent(int box) const {
-    return ((box < 4 ? scales.x : scales.y) >> (8 * (box % 4))) & 0xffu;
-  }
-
   template <int kBoxBytes, class Writer>
-  __device__ __forceinline__ void store(const Writer& stage, const QuarterSlot& slot) const {
-    // An e8m0 byte e is the scale 2^(e - 127): the fast path takes e in [127 - 117, 127 + 7],
-    // and its bf16x2 multiplier 2^(e - 127 + 120) is the bf16 with exponent field e + 120
-    // (no float decode). One decision per token.
-    bool fast = true;
-#pragma unroll
-    for (int box = 0; box < 7; ++box) {
-      fast = fast && exponent(box) >= 127 - 117 && exponent(box) <= 127 + 7;
-    }
+  __device__ __forceinline__ void store(const Writer& stage, const Slot (&slots)[1]) const {
+    const Slot& slot = slots[0];
+    const bool fast = model1_fast_scales(scales);
     if (fast) {
 #pragma unroll
       for (int box = 0; box < 7; ++box) {
-        const uint32_t bf16 = (exponent(box) + 120u) << 7;  // 2^(e - 127) * 2^120
         uint4 lo, hi;
-        dequant_e4m3x16_fast(nope[box], bf16 | (bf16 << 16), lo, hi);
+        dequant_e4m3x16_fast(nope[box], model1_fast_multiplier(scales, box), lo, hi);
         store_quarter<kBoxBytes>(stage, slot, box, lo, hi);
       }
     } else {
 #pragma unroll
       for (int box = 0; box < 7; ++box) {
         uint4 lo, hi;
-        dequant_e4m3x16_exact(nope[box], fp8::e8m0_to_float(uint8_t(exponent(box))), lo, hi);
+        dequant_e4m3x16_exact(nope[box], fp8::e8m0_to_float(uint8_t(model1_exponent(scales, box))),
+                              lo, hi);
         store_quarter<kBoxBytes>(stage, slot, box, lo, hi);
       }
     }
@@ -289,15 +318,13 @@ struct TokenQuarter<KVCacheFormat::kFp8Model1, kFp8Model1HeadDim, kPaired> {
 };
 
 // Plain bf16 rows: every box is a copy.
-template <int kHeadDimQK, bool kPaired>
-struct TokenQuarter<KVCacheFormat::kBFloat16, kHeadDimQK, kPaired> {
-  // No crossover for bf16 rows (no dequantization to share), so nothing goes to a peer.
-  static_assert(!kPaired);
-  static constexpr bool kPairedChunks = false;
+template <int kHeadDimQK>
+struct TokenQuarter<KVCacheFormat::kBFloat16, kHeadDimQK> : QuadMapping {
   static constexpr int kBoxes = kHeadDimQK / 64;
   uint4 chunks[kBoxes][2];
 
-  __device__ __forceinline__ void load(const TokenLocation& loc, int quarter) {
+  __device__ __forceinline__ void load(const TokenLocation (&locations)[1], int quarter) {
+    const TokenLocation& loc = locations[0];
 #pragma unroll
     for (int box = 0; box < kBoxes; ++box) {
 #pragma unroll
@@ -308,16 +335,140 @@ struct TokenQuarter<KVCacheFormat::kBFloat16, kHeadDimQK, kPaired> {
     }
   }
 
-  __device__ __forceinline__ void pair_up(int) {}
-
   // Not measured for bf16 rows (1024 / 1152 bytes): no prefetch.
   static __device__ __forceinline__ void prefetch(const TokenLocation&, int) {}
 
   template <int kBoxBytes, class Writer>
-  __device__ __forceinline__ void store(const Writer& stage, const QuarterSlot& slot) const {
+  __device__ __forceinline__ void store(const Writer& stage, const Slot (&slots)[1]) const {
 #pragma unroll
     for (int box = 0; box < kBoxes; ++box) {
-      store_quarter<kBoxBytes>(stage, slot, box, chunks[box][0], chunks[box][1]);
+      store_quarter<kBoxBytes>(stage, slots[0], box, chunks[box][0], chunks[box][1]);
+    }
+  }
+};
+
+// 8 bytes of a gathered row (an octet lane's chunk of fp8 values); cache hints as above.
+__device__ __forceinline__ uint2 load_gathered_8b(const void* address) {
+  uint2 v;
+  asm volatile("ld.global.nc.L1::evict_last.L2::256B.v2.u32 {%0, %1}, [%2];"
+               : "=r"(v.x), "=r"(v.y)
+               : "l"(address));
+  return v;
+}
+
+// What the octet gather needs to know of an fp8 row format: NoPE boxes, where the RoPE box
+// is, the token's scales (load, unit value, fast-path test, per-box multiplier / scale), and
+// which lines of the token to prefetch (lane c of the octet).
+template <KVCacheFormat kFormat>
+struct Fp8RowFormat;
+
+template <>
+struct Fp8RowFormat<KVCacheFormat::kFp8V32> {
+  static constexpr int kNopeBoxes = 8;
+  static constexpr int kRopeOffset = kFp8V32RopeOffset;
+  using Scales = float4;  // one float32 scale per 128 values (2 boxes)
+  static __device__ __forceinline__ Scales load_scales(const TokenLocation& loc) {
+    return load_v32_scales(loc.row);
+  }
+  static __device__ __forceinline__ Scales unit_scales() { return make_float4(1.f, 1.f, 1.f, 1.f); }
+  static __device__ __forceinline__ bool fast(const Scales& scales) {
+    return v32_fast_scales(scales);
+  }
+  static __device__ __forceinline__ float box_scale(const Scales& scales, int box) {
+    const float group[4] = {scales.x, scales.y, scales.z, scales.w};
+    return group[box / 2];
+  }
+  static __device__ __forceinline__ uint32_t fast_multiplier(const Scales& scales, int box) {
+    return fast_dequant_multiplier(box_scale(scales, box));
+  }
+  // Lanes 0..6 touch every line of the row (bytes 0, 128, ..., 640 and the last).
+  static __device__ __forceinline__ void prefetch(const TokenLocation& loc, int chunk) {
+    if (chunk < 7) prefetch_l2(loc.row + min(chunk * 128, kFp8V32TokenBytes - 1));
+  }
+};
+
+template <>
+struct Fp8RowFormat<KVCacheFormat::kFp8Model1> {
+  static constexpr int kNopeBoxes = 7;
+  static constexpr int kRopeOffset = kFp8Model1RopeOffset;
+  using Scales = uint2;  // 7 e8m0 bytes and a pad byte
+  static __device__ __forceinline__ Scales load_scales(const TokenLocation& loc) {
+    return load_model1_scales(loc.scales);
+  }
+  static __device__ __forceinline__ Scales unit_scales() {
+    return make_uint2(kModel1UnitScales, kModel1UnitScales);
+  }
+  static __device__ __forceinline__ bool fast(const Scales& scales) {
+    return model1_fast_scales(scales);
+  }
+  static __device__ __forceinline__ float box_scale(const Scales& scales, int box) {
+    return fp8::e8m0_to_float(uint8_t(model1_exponent(scales, box)));
+  }
+  static __device__ __forceinline__ uint32_t fast_multiplier(const Scales& scales, int box) {
+    return model1_fast_multiplier(scales, box);
+  }
+  // Lanes 0..5 touch every line of the data row (bytes 0, ..., 512 and the last), lane 6 the
+  // scale row.
+  static __device__ __forceinline__ void prefetch(const TokenLocation& loc, int chunk) {
+    if (chunk < 6) prefetch_l2(loc.row + min(chunk * 128, kFp8Model1RowBytes - 1));
+    if (chunk == 6) prefetch_l2(loc.scales);
+  }
+};
+
+// Token octets, fp8 rows only (the crossover's formats; bf16 rows have no crossover). Lane c
+// holds, for each of its two tokens, the 8 fp8 values of chunk c of every NoPE box (8-byte
+// loads) and the 8 bf16 values of chunk c of the RoPE box.
+template <KVCacheFormat kFormat>
+struct TokenOctets : OctetMapping {
+  using Format = Fp8RowFormat<kFormat>;
+  static constexpr int kNopeBoxes = Format::kNopeBoxes;
+  uint2 nope[kTokens][kNopeBoxes];
+  uint4 rope[kTokens];
+  typename Format::Scales scales[kTokens];
+
+  __device__ __forceinline__ void load(const TokenLocation (&locations)[kTokens], int chunk) {
+#pragma unroll
+    for (int k = 0; k < kTokens; ++k) {
+      const TokenLocation& loc = locations[k];
+      if (!loc.valid) {
+#pragma unroll
+        for (int i = 0; i < kNopeBoxes; ++i) nope[k][i] = make_uint2(0, 0);
+        rope[k] = make_uint4(0, 0, 0, 0);
+        scales[k] = Format::unit_scales();
+        continue;
+      }
+      scales[k] = Format::load_scales(loc);
+#pragma unroll
+      for (int i = 0; i < kNopeBoxes; ++i) {
+        nope[k][i] = load_gathered_8b(loc.row + i * 64 + chunk * 8);
+      }
+      rope[k] = load_gathered_16b(loc.row + Format::kRopeOffset + chunk * 16);
+    }
+  }
+
+  static __device__ __forceinline__ void prefetch(const TokenLocation& loc, int chunk) {
+    if (loc.valid) Format::prefetch(loc, chunk);
+  }
+
+  template <int kBoxBytes, class Writer>
+  __device__ __forceinline__ void store(const Writer& stage, const Slot (&slots)[kTokens]) const {
+#pragma unroll
+    for (int k = 0; k < kTokens; ++k) {
+      const bool fast = Format::fast(scales[k]);  // one decision per token
+      if (fast) {
+#pragma unroll
+        for (int box = 0; box < kNopeBoxes; ++box) {
+          stage.store(box * kBoxBytes + slots[k],
+                      dequant_e4m3x8_fast(nope[k][box], Format::fast_multiplier(scales[k], box)));
+        }
+      } else {
+#pragma unroll
+        for (int box = 0; box < kNopeBoxes; ++box) {
+          stage.store(box * kBoxBytes + slots[k],
+                      dequant_e4m3x8_exact(nope[k][box], Format::box_scale(scales[k], box)));
+        }
+      }
+      stage.store(kNopeBoxes * kBoxBytes + slots[k], rope[k]);
     }
   }
 };
