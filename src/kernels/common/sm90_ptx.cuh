@@ -80,6 +80,11 @@ __device__ __forceinline__ void cp_async_16_or_zero(uint32_t smem, const void* g
                : "memory");
 }
 
+// Waits until all of this thread's earlier cp.async copies have landed (visible to it).
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_all;" ::: "memory");
+}
+
 // Arrives on `bar` once all of this thread's earlier cp.async copies have landed; counts as
 // one of the barrier's expected arrivals (.noinc).
 __device__ __forceinline__ void cp_async_arrive_noinc(uint64_t* bar) {
