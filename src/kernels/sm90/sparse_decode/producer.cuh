@@ -166,10 +166,10 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
   if (current.valid(range)) {
     current_indices = load_tile_indices<kRounds, kTokens>(p, current, s, round_token);
   }
-  // V3.2 with one round a producer: indices two tiles ahead, so that the next tile's rows go to
-  // L2 a whole tile before they are loaded (-3-6% on the crossover rows; on MODEL1 +6%, which
-  // keeps the prefetch during the store burst: docs/perf-notes.md).
-  constexpr bool kTwoAhead = kRounds == 1 && kFormat == KVCacheFormat::kFp8V32;
+  // FP8 with one round a producer: indices two tiles ahead, so that the next tile's rows go to
+  // L2 a whole tile before they are loaded (-3-6% on the V3.2 crossover rows; MODEL1, +6% with
+  // token quads, -4% since the crossover gathers by octets: docs/perf-notes.md).
+  constexpr bool kTwoAhead = kRounds == 1 && kFormat != KVCacheFormat::kBFloat16;
   Indices next_carried = no_tile_indices<kRounds, kTokens>();
   if (kTwoAhead && next.valid(range)) {
     next_carried = load_tile_indices<kRounds, kTokens>(p, next, s, round_token);
