@@ -39,11 +39,14 @@ __device__ __forceinline__ void init_stage_barriers(typename Traits::SharedStora
   fence_barrier_init();
 }
 
-// The gather mapping a kernel's producer uses: token octets for fp8 rows with the crossover
-// (whose stores also go to the peer), token quads otherwise (token_gather.cuh).
+// The gather mapping a kernel's producer uses (token_gather.cuh): token octets for fp8 rows
+// gathered one round a producer (the crossover, whose stores also go to the peer: -7 to -10%;
+// the few-heads kernel's two producers: -1 to -2.5%), token quads otherwise (the 64-head
+// kernel's single producer gathers two rounds: with octets ptxas spills there, +20% on V3.2
+// h_q 64; bf16 rows: no dequantization, no crossover). Measured: docs/perf-notes.md.
 template <class Traits>
 using ProducerGather =
-    std::conditional_t<Traits::kCrossover && Traits::kFormat != KVCacheFormat::kBFloat16,
+    std::conditional_t<Traits::kProducerRounds == 1 && Traits::kFormat != KVCacheFormat::kBFloat16,
                        TokenOctets<Traits::kFormat>,
                        TokenQuarter<Traits::kFormat, Traits::kHeadDimQK>>;
 

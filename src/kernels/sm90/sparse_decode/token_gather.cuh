@@ -2,12 +2,14 @@
 // dequantized to bf16, into the stage's SW128 boxes (a box: 64 tokens x 64 columns, eight
 // 16-byte chunks of 8 columns per token). One struct per (mapping, cache format) says where a
 // token's bytes are and how to turn a thread's part of them into bf16. Two mappings:
-//  - token quads (TokenQuarter; the kernels without the crossover): the 4 threads of a quad
+//  - token quads (TokenQuarter; the 64-head kernel without the crossover, whose producer
+//    gathers both rounds of a tile, and bf16 rows): the 4 threads of a quad
 //    take one token, quarter q the 16 columns 16q..16q+15 of every box (one 16-byte load of
 //    fp8, two 16-byte chunks stored). A warp stores 8 tokens x 4 quarters a step: the 16-byte
 //    pieces spread evenly over the 32 banks (conflict-free).
-//  - token octets (TokenOctets; FP8 rows with the crossover, whose stores also go to the peer
-//    CTA by st.async): the 8 threads of an octet take one token, lane c the chunk c (8
+//  - token octets (TokenOctets; FP8 rows gathered one round a producer: the crossover, whose
+//    stores also go to the peer CTA by st.async, and the few-heads kernel's two producers):
+//    the 8 threads of an octet take one token, lane c the chunk c (8
 //    columns) of every box, two tokens a thread per 32-token round. Each 8-lane phase of a
 //    store then writes one token's whole 128-byte row of a box, contiguous in the peer's shared
 //    memory too. With quads every phase wrote eight 16-byte pieces of eight rows, and the
