@@ -287,6 +287,8 @@ __device__ __forceinline__ void few_heads_consumer(const SparseDecodeKernelParam
       const int head = 8 * (h / 2) + 2 * (lane % 4) + h % 2;
       const float4 warps = *reinterpret_cast<const float4*>(smem.partial_sum[head]);
       const float sum = (warps.x + warps.y) + (warps.z + warps.w);
+      // finalize_row's formula (sm90_decode_tile.cuh) over the cross-warp sum. (Through a shared
+      // helper ptxas scheduled the h_q 16 kernels differently, not measured: kept written out.)
       const bool empty = running_max[h] == -INFINITY || sum == 0.f;
       // The sink joins the output's denominator only where this CTA writes the final output;
       // split results are combined first and the combine kernel applies it.

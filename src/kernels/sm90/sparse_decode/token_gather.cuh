@@ -166,9 +166,6 @@ struct OctetMapping {
   }
 };
 
-template <KVCacheFormat kFormat, int kHeadDimQK>
-struct TokenQuarter;
-
 // FP8 V3.2: 512 e4m3 NoPE values (8 boxes), 4 float32 scales (one per 128 values = 2 boxes),
 // 64 bf16 RoPE values (box 8).
 __device__ __forceinline__ float4 load_v32_scales(const uint8_t* row) {
@@ -211,111 +208,133 @@ __device__ __forceinline__ uint2 load_model1_scales(const uint8_t* scale_row) {
 }
 constexpr uint32_t kModel1UnitScales = 0x7f7f7f7fu;  // e8m0 127 = 2^0 in every byte
 
+// What the gathers need to know of an fp8 row format: NoPE boxes, where the RoPE box is, the
+// token's scales (load, unit value, fast-path test, per-box multiplier / scale), and which
+// lines of the token a quad's quarter q or an octet's lane c prefetches.
+template <KVCacheFormat kFormat>
+struct Fp8RowFormat;
+
 template <>
-struct TokenQuarter<KVCacheFormat::kFp8V32, kFp8V32HeadDim> : QuadMapping {
-  uint4 nope[8];
-  uint4 rope[2];
-  float4 scales;
-
-  __device__ __forceinline__ void load(const TokenLocation (&locations)[1], int quarter) {
-    const TokenLocation& loc = locations[0];
-    if (!loc.valid) {
-#pragma unroll
-      for (int i = 0; i < 8; ++i) nope[i] = make_uint4(0, 0, 0, 0);
-      rope[0] = rope[1] = make_uint4(0, 0, 0, 0);
-      scales = make_float4(1.f, 1.f, 1.f, 1.f);
-      return;
-    }
-    scales = load_v32_scales(loc.row);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) nope[i] = load_gathered_16b(loc.row + i * 64 + quarter * 16);
-    const int rope_lo = kFp8V32RopeOffset + 2 * quarter * 16;
-    rope[0] = load_gathered_16b(loc.row + rope_lo);
-    rope[1] = load_gathered_16b(loc.row + (rope_lo + 16));
+struct Fp8RowFormat<KVCacheFormat::kFp8V32> {
+  static constexpr int kNopeBoxes = 8;
+  static constexpr int kRopeOffset = kFp8V32RopeOffset;
+  static constexpr int kHeadDim = kFp8V32HeadDim;
+  using Scales = float4;  // one float32 scale per 128 values (2 boxes)
+  static __device__ __forceinline__ Scales load_scales(const TokenLocation& loc) {
+    return load_v32_scales(loc.row);
   }
-
-  // Brings the token's row into L2 ahead of load() (the quad covers the row).
-  static __device__ __forceinline__ void prefetch(const TokenLocation& loc, int quarter) {
-    if (loc.valid) prefetch_row_l2<kFp8V32TokenBytes>(loc.row, quarter);
+  static __device__ __forceinline__ Scales unit_scales() { return make_float4(1.f, 1.f, 1.f, 1.f); }
+  static __device__ __forceinline__ bool fast(const Scales& scales) {
+    return v32_fast_scales(scales);
   }
-
-  template <int kBoxBytes, class Writer>
-  __device__ __forceinline__ void store(const Writer& stage, const Slot (&slots)[1]) const {
-    const Slot& slot = slots[0];
-    const float group_scales[4] = {scales.x, scales.y, scales.z, scales.w};
-    const bool fast = v32_fast_scales(scales);
-    if (fast) {
-#pragma unroll
-      for (int box = 0; box < 8; ++box) {
-        uint4 lo, hi;
-        dequant_e4m3x16_fast(nope[box], fast_dequant_multiplier(group_scales[box / 2]), lo, hi);
-        store_quarter<kBoxBytes>(stage, slot, box, lo, hi);
-      }
-    } else {
-#pragma unroll
-      for (int box = 0; box < 8; ++box) {
-        uint4 lo, hi;
-        dequant_e4m3x16_exact(nope[box], group_scales[box / 2], lo, hi);
-        store_quarter<kBoxBytes>(stage, slot, box, lo, hi);
-      }
-    }
-    store_quarter<kBoxBytes>(stage, slot, 8, rope[0], rope[1]);
+  static __device__ __forceinline__ float box_scale(const Scales& scales, int box) {
+    const float group[4] = {scales.x, scales.y, scales.z, scales.w};
+    return group[box / 2];
+  }
+  static __device__ __forceinline__ uint32_t fast_multiplier(const Scales& scales, int box) {
+    return fast_dequant_multiplier(box_scale(scales, box));
+  }
+  // The quad covers the row.
+  static __device__ __forceinline__ void prefetch_quad(const TokenLocation& loc, int quarter) {
+    prefetch_row_l2<kFp8V32TokenBytes>(loc.row, quarter);
+  }
+  // Lanes 0..6 touch every line of the row (bytes 0, 128, ..., 640 and the last).
+  static __device__ __forceinline__ void prefetch_octet(const TokenLocation& loc, int chunk) {
+    if (chunk < 7) prefetch_l2(loc.row + min(chunk * 128, kFp8V32TokenBytes - 1));
   }
 };
 
-// FP8 MODEL1: 448 e4m3 NoPE values (7 boxes, one e8m0 scale each), 64 bf16 RoPE values
-// (box 7, which is also the last 64 columns of V).
 template <>
-struct TokenQuarter<KVCacheFormat::kFp8Model1, kFp8Model1HeadDim> : QuadMapping {
-  uint4 nope[7];
+struct Fp8RowFormat<KVCacheFormat::kFp8Model1> {
+  static constexpr int kNopeBoxes = 7;
+  static constexpr int kRopeOffset = kFp8Model1RopeOffset;
+  static constexpr int kHeadDim = kFp8Model1HeadDim;
+  using Scales = uint2;  // 7 e8m0 bytes and a pad byte
+  static __device__ __forceinline__ Scales load_scales(const TokenLocation& loc) {
+    return load_model1_scales(loc.scales);
+  }
+  static __device__ __forceinline__ Scales unit_scales() {
+    return make_uint2(kModel1UnitScales, kModel1UnitScales);
+  }
+  static __device__ __forceinline__ bool fast(const Scales& scales) {
+    return model1_fast_scales(scales);
+  }
+  static __device__ __forceinline__ float box_scale(const Scales& scales, int box) {
+    return fp8::e8m0_to_float(uint8_t(model1_exponent(scales, box)));
+  }
+  static __device__ __forceinline__ uint32_t fast_multiplier(const Scales& scales, int box) {
+    return model1_fast_multiplier(scales, box);
+  }
+  // The quad covers the data row, quarter 0 also takes the scale row.
+  static __device__ __forceinline__ void prefetch_quad(const TokenLocation& loc, int quarter) {
+    prefetch_row_l2<kFp8Model1RowBytes>(loc.row, quarter);
+    if (quarter == 0) prefetch_l2(loc.scales);
+  }
+  // Lanes 0..5 touch every line of the data row (bytes 0, ..., 512 and the last), lane 6 the
+  // scale row.
+  static __device__ __forceinline__ void prefetch_octet(const TokenLocation& loc, int chunk) {
+    if (chunk < 6) prefetch_l2(loc.row + min(chunk * 128, kFp8Model1RowBytes - 1));
+    if (chunk == 6) prefetch_l2(loc.scales);
+  }
+};
+
+// FP8 rows (V3.2: 512 e4m3 NoPE values in 8 boxes, 4 float32 scales, one per 2 boxes, 64 bf16
+// RoPE values in box 8; MODEL1: 448 e4m3 NoPE values in 7 boxes with one e8m0 scale each, 64
+// bf16 RoPE values in box 7, which is also the last 64 columns of V). Quarter q holds the 16
+// fp8 values 16q..16q+15 of every NoPE box and 16 bf16 values of the RoPE box.
+template <KVCacheFormat kFormat, int kHeadDimQK>
+struct TokenQuarter : QuadMapping {
+  using Format = Fp8RowFormat<kFormat>;
+  static_assert(kHeadDimQK == Format::kHeadDim);
+  static constexpr int kNopeBoxes = Format::kNopeBoxes;
+  uint4 nope[kNopeBoxes];
   uint4 rope[2];
-  uint2 scales;  // 7 e8m0 bytes and a pad byte
+  typename Format::Scales scales;
 
   __device__ __forceinline__ void load(const TokenLocation (&locations)[1], int quarter) {
     const TokenLocation& loc = locations[0];
     if (!loc.valid) {
 #pragma unroll
-      for (int i = 0; i < 7; ++i) nope[i] = make_uint4(0, 0, 0, 0);
+      for (int i = 0; i < kNopeBoxes; ++i) nope[i] = make_uint4(0, 0, 0, 0);
       rope[0] = rope[1] = make_uint4(0, 0, 0, 0);
-      scales = make_uint2(kModel1UnitScales, kModel1UnitScales);
+      scales = Format::unit_scales();
       return;
     }
-    scales = load_model1_scales(loc.scales);
+    scales = Format::load_scales(loc);
 #pragma unroll
-    for (int i = 0; i < 7; ++i) nope[i] = load_gathered_16b(loc.row + i * 64 + quarter * 16);
-    const int rope_lo = kFp8Model1RopeOffset + 2 * quarter * 16;
+    for (int i = 0; i < kNopeBoxes; ++i) {
+      nope[i] = load_gathered_16b(loc.row + i * 64 + quarter * 16);
+    }
+    const int rope_lo = Format::kRopeOffset + 2 * quarter * 16;
     rope[0] = load_gathered_16b(loc.row + rope_lo);
     rope[1] = load_gathered_16b(loc.row + (rope_lo + 16));
   }
 
-  // Brings the token's data row and scale row into L2 ahead of load().
+  // Brings the token's rows into L2 ahead of load().
   static __device__ __forceinline__ void prefetch(const TokenLocation& loc, int quarter) {
-    if (!loc.valid) return;
-    prefetch_row_l2<kFp8Model1RowBytes>(loc.row, quarter);
-    if (quarter == 0) prefetch_l2(loc.scales);
+    if (loc.valid) Format::prefetch_quad(loc, quarter);
   }
 
   template <int kBoxBytes, class Writer>
   __device__ __forceinline__ void store(const Writer& stage, const Slot (&slots)[1]) const {
     const Slot& slot = slots[0];
-    const bool fast = model1_fast_scales(scales);
+    const bool fast = Format::fast(scales);  // one decision per token
     if (fast) {
 #pragma unroll
-      for (int box = 0; box < 7; ++box) {
+      for (int box = 0; box < kNopeBoxes; ++box) {
         uint4 lo, hi;
-        dequant_e4m3x16_fast(nope[box], model1_fast_multiplier(scales, box), lo, hi);
+        dequant_e4m3x16_fast(nope[box], Format::fast_multiplier(scales, box), lo, hi);
         store_quarter<kBoxBytes>(stage, slot, box, lo, hi);
       }
     } else {
 #pragma unroll
-      for (int box = 0; box < 7; ++box) {
+      for (int box = 0; box < kNopeBoxes; ++box) {
         uint4 lo, hi;
-        dequant_e4m3x16_exact(nope[box], fp8::e8m0_to_float(uint8_t(model1_exponent(scales, box))),
-                              lo, hi);
+        dequant_e4m3x16_exact(nope[box], Format::box_scale(scales, box), lo, hi);
         store_quarter<kBoxBytes>(stage, slot, box, lo, hi);
       }
     }
-    store_quarter<kBoxBytes>(stage, slot, 7, rope[0], rope[1]);
+    store_quarter<kBoxBytes>(stage, slot, kNopeBoxes, rope[0], rope[1]);
   }
 };
 
@@ -358,65 +377,6 @@ __device__ __forceinline__ uint2 load_gathered_8b(const void* address) {
   return v;
 }
 
-// What the octet gather needs to know of an fp8 row format: NoPE boxes, where the RoPE box
-// is, the token's scales (load, unit value, fast-path test, per-box multiplier / scale), and
-// which lines of the token to prefetch (lane c of the octet).
-template <KVCacheFormat kFormat>
-struct Fp8RowFormat;
-
-template <>
-struct Fp8RowFormat<KVCacheFormat::kFp8V32> {
-  static constexpr int kNopeBoxes = 8;
-  static constexpr int kRopeOffset = kFp8V32RopeOffset;
-  using Scales = float4;  // one float32 scale per 128 values (2 boxes)
-  static __device__ __forceinline__ Scales load_scales(const TokenLocation& loc) {
-    return load_v32_scales(loc.row);
-  }
-  static __device__ __forceinline__ Scales unit_scales() { return make_float4(1.f, 1.f, 1.f, 1.f); }
-  static __device__ __forceinline__ bool fast(const Scales& scales) {
-    return v32_fast_scales(scales);
-  }
-  static __device__ __forceinline__ float box_scale(const Scales& scales, int box) {
-    const float group[4] = {scales.x, scales.y, scales.z, scales.w};
-    return group[box / 2];
-  }
-  static __device__ __forceinline__ uint32_t fast_multiplier(const Scales& scales, int box) {
-    return fast_dequant_multiplier(box_scale(scales, box));
-  }
-  // Lanes 0..6 touch every line of the row (bytes 0, 128, ..., 640 and the last).
-  static __device__ __forceinline__ void prefetch(const TokenLocation& loc, int chunk) {
-    if (chunk < 7) prefetch_l2(loc.row + min(chunk * 128, kFp8V32TokenBytes - 1));
-  }
-};
-
-template <>
-struct Fp8RowFormat<KVCacheFormat::kFp8Model1> {
-  static constexpr int kNopeBoxes = 7;
-  static constexpr int kRopeOffset = kFp8Model1RopeOffset;
-  using Scales = uint2;  // 7 e8m0 bytes and a pad byte
-  static __device__ __forceinline__ Scales load_scales(const TokenLocation& loc) {
-    return load_model1_scales(loc.scales);
-  }
-  static __device__ __forceinline__ Scales unit_scales() {
-    return make_uint2(kModel1UnitScales, kModel1UnitScales);
-  }
-  static __device__ __forceinline__ bool fast(const Scales& scales) {
-    return model1_fast_scales(scales);
-  }
-  static __device__ __forceinline__ float box_scale(const Scales& scales, int box) {
-    return fp8::e8m0_to_float(uint8_t(model1_exponent(scales, box)));
-  }
-  static __device__ __forceinline__ uint32_t fast_multiplier(const Scales& scales, int box) {
-    return model1_fast_multiplier(scales, box);
-  }
-  // Lanes 0..5 touch every line of the data row (bytes 0, ..., 512 and the last), lane 6 the
-  // scale row.
-  static __device__ __forceinline__ void prefetch(const TokenLocation& loc, int chunk) {
-    if (chunk < 6) prefetch_l2(loc.row + min(chunk * 128, kFp8Model1RowBytes - 1));
-    if (chunk == 6) prefetch_l2(loc.scales);
-  }
-};
-
 // Token octets, fp8 rows only (the crossover's formats; bf16 rows have no crossover). Lane c
 // holds, for each of its two tokens, the 8 fp8 values of chunk c of every NoPE box (8-byte
 // loads) and the 8 bf16 values of chunk c of the RoPE box.
@@ -449,7 +409,7 @@ struct TokenOctets : OctetMapping {
   }
 
   static __device__ __forceinline__ void prefetch(const TokenLocation& loc, int chunk) {
-    if (loc.valid) Format::prefetch(loc, chunk);
+    if (loc.valid) Format::prefetch_octet(loc, chunk);
   }
 
   template <int kBoxBytes, class Writer>
