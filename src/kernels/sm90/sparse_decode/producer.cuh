@@ -137,6 +137,12 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
   // FP8 and BF16 quarters today: with both FP8 rounds in flight ptxas spills and the h_q 64
   // rows took 16% longer, measured side by side, docs/perf-notes.md).
   constexpr bool kOverlapRounds = kRounds * sizeof(Gather) <= 192;
+  // Rows a tile ahead in registers (below) for octets, except the V3.2 crossover: measured
+  // -4 to -8% on the few-heads kernels and -2 to -3% on the MODEL1 crossover, but +7% on the
+  // V3.2 crossover, which keeps its loads after the stores (docs/perf-notes.md). Quads hold
+  // two rounds or bf16 quarters: too many registers for a second tile.
+  constexpr bool kPipelinedRows = kRounds == 1 && kFormat != KVCacheFormat::kBFloat16 &&
+                                  !(kCrossover && kFormat == KVCacheFormat::kFp8V32);
   const int warp = thread_in_wg / 32, lane = thread_in_wg % 32;
   const int part = Gather::part(lane);
   int round_token[kTokens];  // the thread's tokens within its first round
@@ -165,13 +171,101 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
   current.start(p, range);
   next = current;
   next.advance(p, range);
+
+  const auto wait_stage_free = [&](int stage, uint32_t phase) {
+    if constexpr (kCrossover) {
+      // Both CTAs' consumers left the stage (they arrive on each other's barriers); then
+      // this CTA expects the peer's bytes for it. A CTA-scope wait: an acquire at cluster
+      // scope compiles to CCTL.IVALL, invalidating the L1 lines the gathers allocate.
+      mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
+      if (thread_in_wg == 0) {
+        mbarrier_arrive_expect_tx(&smem.peer_full_barrier[stage], Traits::kPeerBytesPerTile);
+      }
+    } else {
+      mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
+    }
+  };
+  const auto publish_valid = [&](int stage, int round, const bool(&valid)[kTokens],
+                                 uint32_t peer_barrier) {
+    const uint32_t word = Gather::valid_word(valid);  // warp-collective
+    if (lane == 0) {
+      smem.token_valid[stage][round][warp] = word;
+      if constexpr (kCrossover) {
+        const uint32_t offset = uint32_t(((stage * 2 + round) * 4 + warp) * 4);
+        store_async_peer(peer_valid + offset, word, peer_barrier);
+      }
+    }
+  };
+
+  if constexpr (kPipelinedRows) {
+    // One round of octets a producer: the next tile's rows are loaded into the registers of
+    // each token as soon as that token's current rows are stored, so a tile's loads are in
+    // flight while the producer finishes the tile, waits for the next free stage and stores,
+    // instead of being issued at the start of the tile and waited for there. Its indices are
+    // loaded a tile before that, and its rows brought into L2 when they arrive.
+    const auto locate = [&](const Indices& indices, int k) {
+      return locate_token<kFormat>(indices.from_main ? p.main : p.extra, indices.index[0][k]);
+    };
+    Gather data;
+    bool valid[kTokens];
+    {
+      const Indices first = current.valid(range)
+                                ? load_tile_indices<kRounds, kTokens>(p, current, s, round_token)
+                                : no_tile_indices<kRounds, kTokens>();
+#pragma unroll
+      for (int k = 0; k < kTokens; ++k) {
+        const TokenLocation loc = locate(first, k);
+        valid[k] = loc.valid;
+        data.load_token(k, loc, part);
+      }
+    }
+    Indices next_indices = no_tile_indices<kRounds, kTokens>();
+    if (next.valid(range))
+      next_indices = load_tile_indices<kRounds, kTokens>(p, next, s, round_token);
+    prefetch_tile_rows<Gather, kFormat>(p, next_indices, part);
+    // Only whether a current tile exists is needed from here on (fewer live registers).
+    for (int tile_index = 0, more = current.valid(range); more; ++tile_index) {
+      const int stage = tile_index % Traits::kNumStages;
+      const uint32_t phase = (tile_index / Traits::kNumStages) & 1;
+      TokenLocation next_location[kTokens];
+#pragma unroll
+      for (int k = 0; k < kTokens; ++k) next_location[k] = locate(next_indices, k);
+      SparseTileCursor after = next;
+      after.advance(p, range);
+      Indices after_indices = no_tile_indices<kRounds, kTokens>();
+      if (after.valid(range)) {
+        after_indices = load_tile_indices<kRounds, kTokens>(p, after, s, round_token);
+      }
+      const StageWriter<kCrossover> writer{reinterpret_cast<char*>(smem.k[stage]),
+                                           peer_k + uint32_t(stage) * Traits::kTileBytes,
+                                           peer_full + uint32_t(stage) * 8};
+      wait_stage_free(stage, phase);
+#pragma unroll
+      for (int k = 0; k < kTokens; ++k) {
+        data.template store_token<Traits::kBoxBytes>(k, writer, slots[0][k]);
+        data.load_token(k, next_location[k], part);
+      }
+      publish_valid(stage, first_round, valid, writer.peer_barrier);
+      fence_view_async_shared();  // the stores are read by wgmma (async proxy)
+      mbarrier_arrive(&smem.full_barrier[stage]);
+      // The rows loaded during the next tile's stores go to L2 now.
+      prefetch_tile_rows<Gather, kFormat>(p, after_indices, part);
+#pragma unroll
+      for (int k = 0; k < kTokens; ++k) valid[k] = next_location[k].valid;
+      more = next.valid(range);
+      next = after;
+      next_indices = after_indices;
+    }
+    return;
+  }
+
   Indices current_indices = no_tile_indices<kRounds, kTokens>();
   if (current.valid(range)) {
     current_indices = load_tile_indices<kRounds, kTokens>(p, current, s, round_token);
   }
-  // FP8 with one round a producer: indices two tiles ahead, so that the next tile's rows go to
-  // L2 a whole tile before they are loaded (-3-6% on the V3.2 crossover rows; MODEL1, +6% with
-  // token quads, -4% since the crossover gathers by octets: docs/perf-notes.md).
+  // FP8 with one round a producer (here the V3.2 crossover): indices two tiles ahead, so that
+  // the next tile's rows go to L2 a whole tile before they are loaded (-3-6% on the V3.2
+  // crossover rows: docs/perf-notes.md).
   constexpr bool kTwoAhead = kRounds == 1 && kFormat != KVCacheFormat::kBFloat16;
   Indices next_carried = no_tile_indices<kRounds, kTokens>();
   if (kTwoAhead && next.valid(range)) {
@@ -212,21 +306,8 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
     const StageWriter<kCrossover> writer{reinterpret_cast<char*>(smem.k[stage]),
                                          peer_k + uint32_t(stage) * Traits::kTileBytes,
                                          peer_full + uint32_t(stage) * 8};
-    const auto wait_stage_free = [&]() {
-      if constexpr (kCrossover) {
-        // Both CTAs' consumers left the stage (they arrive on each other's barriers); then
-        // this CTA expects the peer's bytes for it. A CTA-scope wait: an acquire at cluster
-        // scope compiles to CCTL.IVALL, invalidating the L1 lines the gathers allocate.
-        mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
-        if (thread_in_wg == 0) {
-          mbarrier_arrive_expect_tx(&smem.peer_full_barrier[stage], Traits::kPeerBytesPerTile);
-        }
-      } else {
-        mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
-      }
-    };
     if constexpr (kOverlapRounds) {
-      wait_stage_free();
+      wait_stage_free(stage, phase);
 #pragma unroll
       for (int r = 0; r < kRounds; ++r) {
         // Round 0's loads have landed: the next tile's rows go to L2.
@@ -243,7 +324,7 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
 #pragma unroll
           for (int k = 0; k < kTokens; ++k) Gather::prefetch(location[r + 1][k], part);
         }
-        if (r == 0) wait_stage_free();
+        if (r == 0) wait_stage_free(stage, phase);
         data[0].template store<Traits::kBoxBytes>(writer, slots[r]);
       }
     }
@@ -252,14 +333,7 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
       bool valid[kTokens];
 #pragma unroll
       for (int k = 0; k < kTokens; ++k) valid[k] = location[r][k].valid;
-      const uint32_t word = Gather::valid_word(valid);  // warp-collective
-      if (lane == 0) {
-        smem.token_valid[stage][first_round + r][warp] = word;
-        if constexpr (kCrossover) {
-          const uint32_t offset = uint32_t(((stage * 2 + first_round + r) * 4 + warp) * 4);
-          store_async_peer(peer_valid + offset, word, writer.peer_barrier);
-        }
-      }
+      publish_valid(stage, first_round + r, valid, writer.peer_barrier);
     }
     fence_view_async_shared();  // the stores are read by wgmma (async proxy)
     mbarrier_arrive(&smem.full_barrier[stage]);

@@ -388,50 +388,55 @@ struct TokenOctets : OctetMapping {
   uint4 rope[kTokens];
   typename Format::Scales scales[kTokens];
 
+  // Token k's rows (zeros and unit scales when the token is invalid: nothing is read).
+  __device__ __forceinline__ void load_token(int k, const TokenLocation& loc, int chunk) {
+    if (!loc.valid) {
+#pragma unroll
+      for (int i = 0; i < kNopeBoxes; ++i) nope[k][i] = make_uint2(0, 0);
+      rope[k] = make_uint4(0, 0, 0, 0);
+      scales[k] = Format::unit_scales();
+      return;
+    }
+    scales[k] = Format::load_scales(loc);
+#pragma unroll
+    for (int i = 0; i < kNopeBoxes; ++i)
+      nope[k][i] = load_gathered_8b(loc.row + i * 64 + chunk * 8);
+    rope[k] = load_gathered_16b(loc.row + Format::kRopeOffset + chunk * 16);
+  }
+
   __device__ __forceinline__ void load(const TokenLocation (&locations)[kTokens], int chunk) {
 #pragma unroll
-    for (int k = 0; k < kTokens; ++k) {
-      const TokenLocation& loc = locations[k];
-      if (!loc.valid) {
-#pragma unroll
-        for (int i = 0; i < kNopeBoxes; ++i) nope[k][i] = make_uint2(0, 0);
-        rope[k] = make_uint4(0, 0, 0, 0);
-        scales[k] = Format::unit_scales();
-        continue;
-      }
-      scales[k] = Format::load_scales(loc);
-#pragma unroll
-      for (int i = 0; i < kNopeBoxes; ++i) {
-        nope[k][i] = load_gathered_8b(loc.row + i * 64 + chunk * 8);
-      }
-      rope[k] = load_gathered_16b(loc.row + Format::kRopeOffset + chunk * 16);
-    }
+    for (int k = 0; k < kTokens; ++k) load_token(k, locations[k], chunk);
   }
 
   static __device__ __forceinline__ void prefetch(const TokenLocation& loc, int chunk) {
     if (loc.valid) Format::prefetch_octet(loc, chunk);
   }
 
+  // Token k's chunk, dequantized, at `slot` of every box of the stage.
+  template <int kBoxBytes, class Writer>
+  __device__ __forceinline__ void store_token(int k, const Writer& stage, const Slot& slot) const {
+    const bool fast = Format::fast(scales[k]);  // one decision per token
+    if (fast) {
+#pragma unroll
+      for (int box = 0; box < kNopeBoxes; ++box) {
+        stage.store(box * kBoxBytes + slot,
+                    dequant_e4m3x8_fast(nope[k][box], Format::fast_multiplier(scales[k], box)));
+      }
+    } else {
+#pragma unroll
+      for (int box = 0; box < kNopeBoxes; ++box) {
+        stage.store(box * kBoxBytes + slot,
+                    dequant_e4m3x8_exact(nope[k][box], Format::box_scale(scales[k], box)));
+      }
+    }
+    stage.store(kNopeBoxes * kBoxBytes + slot, rope[k]);
+  }
+
   template <int kBoxBytes, class Writer>
   __device__ __forceinline__ void store(const Writer& stage, const Slot (&slots)[kTokens]) const {
 #pragma unroll
-    for (int k = 0; k < kTokens; ++k) {
-      const bool fast = Format::fast(scales[k]);  // one decision per token
-      if (fast) {
-#pragma unroll
-        for (int box = 0; box < kNopeBoxes; ++box) {
-          stage.store(box * kBoxBytes + slots[k],
-                      dequant_e4m3x8_fast(nope[k][box], Format::fast_multiplier(scales[k], box)));
-        }
-      } else {
-#pragma unroll
-        for (int box = 0; box < kNopeBoxes; ++box) {
-          stage.store(box * kBoxBytes + slots[k],
-                      dequant_e4m3x8_exact(nope[k][box], Format::box_scale(scales[k], box)));
-        }
-      }
-      stage.store(kNopeBoxes * kBoxBytes + slots[k], rope[k]);
-    }
+    for (int k = 0; k < kTokens; ++k) store_token<kBoxBytes>(k, stage, slots[k]);
   }
 };
 

@@ -59,11 +59,12 @@ struct SparseDecodeTraits {
   // within what the CTA was launched with (65536 / 384 rounded down to 8 = 168 a thread), so
   // the three must sum to at most 3 x 168, or setmaxnreg.inc waits forever.
   static constexpr int kLaunchRegisters = 65536 / kNumThreads / 8 * 8;
-  // The crossover's producer gets 16 more (192 / 192 / 120: -1% time on its rows, measured
-  // side by side); without the crossover that split spills (FP8 V3.2) and was 15% slower.
-  static constexpr int kRegistersWg0 = kCrossover ? 192 : 208;
+  // The crossover's producer gets 24 more (184 / 192 / 128): the MODEL1 crossover holds the
+  // next tile's rows in registers and spills at 120; V3.2 measured the same at 192 / 120 and
+  // 184 / 128. Without the crossover that split spills (FP8 V3.2) and was 15% slower.
+  static constexpr int kRegistersWg0 = kCrossover ? 184 : 208;
   static constexpr int kRegistersWg1 = 192;
-  static constexpr int kRegistersProducer = kCrossover ? 120 : 104;
+  static constexpr int kRegistersProducer = kCrossover ? 128 : 104;
   static_assert(kRegistersWg0 + kRegistersWg1 + kRegistersProducer <= 3 * kLaunchRegisters);
 
   struct alignas(1024) SharedStorage {
