@@ -54,6 +54,28 @@ __device__ __forceinline__ bool issues_kv_loads(const DenseDecodeKernelParams& p
   return producer_warp == 0 || p.load_rows != kDecodeTileTokens;
 }
 
+// A whole tile's page, read from the block table one tile before its loads are issued, so the
+// table's load latency is not paid between a stage's release and its refill.
+struct LocatedTile {
+  int block;
+  int row_in_page;
+};
+
+template <class Traits>
+__device__ __forceinline__ void issue_whole_kv_tile(const CUtensorMap* k_map,
+                                                    typename Traits::SharedStorage& smem, int stage,
+                                                    const LocatedTile& located, int kv_head,
+                                                    int lane) {
+  if (lane == 0) {
+    mbarrier_arrive_expect_tx(&smem.full_barrier[stage], Traits::kTileBytes);
+#pragma unroll
+    for (int box = 0; box < Traits::kNumBoxesQK; ++box) {
+      tma_load_4d(k_map, &smem.full_barrier[stage], smem.k[stage][box], box * Traits::kBoxCols,
+                  located.row_in_page, kv_head, located.block);
+    }
+  }
+}
+
 // Issues the TMA loads of the cursor's tile into `stage`. A tile that lies in one page
 // (load_rows == kBlockN): lane 0 of warp 0 loads one box per 64 columns. Otherwise pieces of
 // load_rows tokens (which divides both the page size and 64, so a piece never crosses a page),
@@ -72,14 +94,9 @@ __device__ __forceinline__ void issue_kv_tile(const DenseDecodeKernelParams& p,
   const int token0 = cursor.tile * Traits::kBlockN;
   if (rows == Traits::kBlockN) {
     if (lane == 0) {
-      int block, row_in_page;
-      locate_token(p, cursor.batch, token0, block, row_in_page);
-      mbarrier_arrive_expect_tx(&smem.full_barrier[stage], Traits::kTileBytes);
-#pragma unroll
-      for (int box = 0; box < Traits::kNumBoxesQK; ++box) {
-        tma_load_4d(k_map, &smem.full_barrier[stage], smem.k[stage][box], box * Traits::kBoxCols,
-                    row_in_page, kv_head, block);
-      }
+      LocatedTile located;
+      locate_token(p, cursor.batch, token0, located.block, located.row_in_page);
+      issue_whole_kv_tile<Traits>(k_map, smem, stage, located, kv_head, lane);
     }
     return;
   }
@@ -165,6 +182,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
   // The loading warps keep their own cursor, running kNumStages tiles ahead of the consumers.
   TileCursor cursor;
+  // Whole tiles: after the first stages are issued, `cursor` is the next tile to issue and
+  // `ahead` its page.
+  const bool locate_ahead = p.load_rows == Traits::kBlockN;
+  LocatedTile ahead = {0, 0};
   if (kv_loader) {
     if (thread == 128) prefetch_tma_descriptor(&k_map);
     const BatchTiles t = decode_batch_tiles(p, range, range.begin_batch, m_block);
@@ -172,6 +193,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     for (int i = 0; i < Traits::kNumStages && i < total_tiles; ++i) {
       advance_cursor(p, range, m_block, cursor);
       issue_kv_tile<Traits>(p, &k_map, smem, i, cursor, kv_head, warp_in_wg, lane);
+    }
+    if (locate_ahead && Traits::kNumStages < total_tiles) {
+      advance_cursor(p, range, m_block, cursor);
+      locate_token(p, cursor.batch, cursor.tile * Traits::kBlockN, ahead.block, ahead.row_in_page);
     }
     __syncwarp();
   }
@@ -317,8 +342,17 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         // Refill this stage with the tile kNumStages ahead once all 8 warps have left it.
         if (kv_loader && tile_index + Traits::kNumStages < total_tiles) {
           mbarrier_wait(&smem.empty_barrier[stage], phase);
-          advance_cursor(p, range, m_block, cursor);
-          issue_kv_tile<Traits>(p, &k_map, smem, stage, cursor, kv_head, warp_in_wg, lane);
+          if (locate_ahead) {
+            issue_whole_kv_tile<Traits>(&k_map, smem, stage, ahead, kv_head, lane);
+            if (tile_index + Traits::kNumStages + 1 < total_tiles) {
+              advance_cursor(p, range, m_block, cursor);
+              locate_token(p, cursor.batch, cursor.tile * Traits::kBlockN, ahead.block,
+                           ahead.row_in_page);
+            }
+          } else {
+            advance_cursor(p, range, m_block, cursor);
+            issue_kv_tile<Traits>(p, &k_map, smem, stage, cursor, kv_head, warp_in_wg, lane);
+          }
         }
         __syncwarp();  // reconverge the producer's warp before the next aligned barrier
         if (tile + 1 < tiles.last) named_barrier_sync(kProbsFree, Traits::kNumThreads);
