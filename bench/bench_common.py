@@ -101,6 +101,39 @@ def time_us(fn, warmup: int, reps: int) -> float:
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1e3
 
 
+def kernel_span_us(fn, warmup: int, reps: int) -> float:
+    """Median of `reps` kernel spans of fn(), in microseconds: from the start of its first kernel
+    to the end of its last, as the CUDA profiler (CUPTI, through torch.profiler) records them,
+    with the same L2 flush before each call as time_us. This is how FlashMLA's own tests time a
+    decode call (kineto, "split-KV start to combine end"), which gives its anchor figures: the
+    gaps between the call's kernels count, the time from the event before the call to its first
+    kernel does not (time_us counts it, the stricter measure)."""
+    flush = torch.empty(256 * 1024 * 1024, dtype=torch.uint8, device="cuda")
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            flush.bitwise_not_()  # a kernel fn() never launches: it separates the calls
+            fn()
+        torch.cuda.synchronize()
+    kernels = sorted(
+        (e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
+        key=lambda e: e.time_range.start,
+    )
+    spans, current = [], []
+    for event in kernels + [None]:
+        if event is None or "bitwise_not" in event.name:
+            if current:
+                spans.append(max(e.time_range.end for e in current) - current[0].time_range.start)
+            current = []
+        else:
+            current.append(event)
+    if len(spans) != reps:
+        raise RuntimeError(f"kernel_span_us: found {len(spans)} calls in the profile, not {reps}")
+    return statistics.median(spans)
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     """--warmup, --reps, --check, --no-check and --json (default: results/<name>_<device>.json);
     added after the benchmark's own options, so that --help keeps its order."""

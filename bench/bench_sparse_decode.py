@@ -13,7 +13,9 @@ peak case pages of 64).
 Time is the WHOLE operation (flash_mla_with_kvcache: split-KV kernel and combine; the plan is
 made by the first call of a FlashMLASchedMeta and reused), median of --reps CUDA-event timings
 after --warmup calls, with a 256 MB buffer cleared before each timed call (flushes the 50 MB L2
-and keeps the GPU busy while Python enqueues the call).
+and keeps the GPU busy while Python enqueues the call). "span us" times the same calls as FlashMLA's
+own tests time the anchors: from the first kernel's start to the last kernel's end, read from the
+CUDA profiler (CUPTI), same flush; "span ratio" = anchor time / span.
 
 FLOPs = b * s_q * h_q * attended * 2 * (d_qk + d_v), attended = the valid index entries per query
 token (main + extra); bytes = each distinct retrieved cache row once (656 B for V3.2, 584 B for
@@ -49,6 +51,7 @@ from bench_common import (  # noqa: E402
     anchor_figures,
     assert_no_nan,
     checked_sequences,
+    kernel_span_us,
     or_dash,
     print_table,
     run_benchmark,
@@ -138,6 +141,9 @@ class Result:
     anchor_time_us: Optional[float]  # from the table, else all-entries FLOPs / anchor TFLOP/s
     ratio: Optional[float]  # our TFLOP/s / anchor TFLOP/s
     time_ratio: Optional[float]  # anchor time / our time (> 1: faster)
+    # First kernel start to last kernel end (CUPTI), as FlashMLA's tests time the anchors.
+    span_us: float
+    span_time_ratio: Optional[float]  # anchor time / our span
     checked: str
 
 
@@ -198,6 +204,7 @@ def run_case(case: Case, args, anchors: dict) -> Result:
         checked = f"reference, {len(rows)} of {case.b} sequences"
 
     t = time_us(call, args.warmup, args.reps)
+    span = kernel_span_us(call, args.warmup, args.reps)
     caches = [inputs.main] + ([inputs.extra] if inputs.extra is not None else [])
     attended = sum(sparse_counted_entries(c) for c in caches)
     retrieved = sum(sparse_retrieved_tokens(c) for c in caches)
@@ -229,6 +236,8 @@ def run_case(case: Case, args, anchors: dict) -> Result:
         anchor_time_us=anchor_time,
         ratio=tflops / anchor_tflops if anchor_tflops else None,
         time_ratio=anchor_time / t if anchor_time else None,
+        span_us=span,
+        span_time_ratio=anchor_time / span if anchor_time else None,
         checked=checked,
     )
 
@@ -251,6 +260,8 @@ def print_results(results: list[Result], gpu: str) -> None:
             ("anchor us", 9, ""),
             ("ratio", 6, ""),
             ("t ratio", 7, ""),
+            ("span us", 9, ".1f"),
+            ("span ratio", 10, ""),
         ],
         [
             (
@@ -267,6 +278,8 @@ def print_results(results: list[Result], gpu: str) -> None:
                 or_dash(r.anchor_time_us, ".1f"),
                 or_dash(r.ratio, ".3f"),
                 or_dash(r.time_ratio, ".3f"),
+                r.span_us,
+                or_dash(r.span_time_ratio, ".3f"),
             )
             for r in results
         ],
