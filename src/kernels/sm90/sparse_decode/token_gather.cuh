@@ -45,6 +45,28 @@ __device__ __forceinline__ uint4 load_gathered_16b(const void* address) {
   return v;
 }
 
+// 8 bytes through the read-only path, L1 evict_last; kL2Sector256 also asks L2 for the
+// 256-byte sector (row data, as above; not for lone scale rows).
+template <bool kL2Sector256>
+__device__ __forceinline__ uint2 load_evict_last_8b(const void* address) {
+  uint2 v;
+  if constexpr (kL2Sector256) {
+    asm volatile("ld.global.nc.L1::evict_last.L2::256B.v2.u32 {%0, %1}, [%2];"
+                 : "=r"(v.x), "=r"(v.y)
+                 : "l"(address));
+  } else {
+    asm volatile("ld.global.nc.L1::evict_last.v2.u32 {%0, %1}, [%2];"
+                 : "=r"(v.x), "=r"(v.y)
+                 : "l"(address));
+  }
+  return v;
+}
+
+// 8 bytes of a gathered row (an octet lane's chunk of fp8 values).
+__device__ __forceinline__ uint2 load_gathered_8b(const void* address) {
+  return load_evict_last_8b</*kL2Sector256=*/true>(address);
+}
+
 // Asks L2 for the line holding `address` without waiting for it (no register is tied up).
 // The producer holds one round of rows in registers; more spilled (docs/perf-notes.md), so the
 // rows it gathers next are fetched from DRAM into L2 this way while it stores the current ones.
@@ -199,12 +221,9 @@ __device__ __forceinline__ uint32_t model1_fast_multiplier(const uint2& scales, 
   const uint32_t bf16 = (model1_exponent(scales, box) + 120u) << 7;  // 2^(e - 127) * 2^120
   return bf16 | (bf16 << 16);
 }
+// A token's 8-byte scale row: one line of its own, so no 256-byte L2 sector.
 __device__ __forceinline__ uint2 load_model1_scales(const uint8_t* scale_row) {
-  uint2 scales;
-  asm volatile("ld.global.nc.L1::evict_last.v2.u32 {%0, %1}, [%2];"
-               : "=r"(scales.x), "=r"(scales.y)
-               : "l"(scale_row));
-  return scales;
+  return load_evict_last_8b</*kL2Sector256=*/false>(scale_row);
 }
 constexpr uint32_t kModel1UnitScales = 0x7f7f7f7fu;  // e8m0 127 = 2^0 in every byte
 
@@ -367,15 +386,6 @@ struct TokenQuarter<KVCacheFormat::kBFloat16, kHeadDimQK> : QuadMapping {
     }
   }
 };
-
-// 8 bytes of a gathered row (an octet lane's chunk of fp8 values); cache hints as above.
-__device__ __forceinline__ uint2 load_gathered_8b(const void* address) {
-  uint2 v;
-  asm volatile("ld.global.nc.L1::evict_last.L2::256B.v2.u32 {%0, %1}, [%2];"
-               : "=r"(v.x), "=r"(v.y)
-               : "l"(address));
-  return v;
-}
 
 // Token octets, fp8 rows only (the crossover's formats; bf16 rows have no crossover). Lane c
 // holds, for each of its two tokens, the 8 fp8 values of chunk c of every NoPE box (8-byte
