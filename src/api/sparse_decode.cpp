@@ -25,8 +25,10 @@ sm90::SparseTokenList make_token_list(const SparseTokenSource& source) {
   list.k_cache = static_cast<const uint8_t*>(source.k_cache);
   list.block_stride = source.block_stride;
   list.token_stride = source.token_stride;
-  list.page_block_size = source.page_block_size;
-  list.num_tokens = int64_t(source.num_blocks) * source.page_block_size;
+  list.page_block_size = FastDivisor(uint32_t(source.page_block_size));
+  list.scale_rows_offset = int64_t(source.page_block_size) * kFp8Model1RowBytes;
+  list.num_tokens = uint32_t(
+      std::min<int64_t>(int64_t(source.num_blocks) * source.page_block_size, int64_t(1) << 31));
   list.indices = source.indices;
   list.indices_batch_stride = source.indices_batch_stride;
   list.indices_seq_stride = source.indices_seq_stride;

@@ -41,6 +41,7 @@ struct SparseDecodeFewHeadsTraits {
   static constexpr int kClusterSize = 1;
   static constexpr int kProducerRounds = 1;
   static constexpr int kNumProducers = 2;
+  static constexpr bool kUnsignedIndexCheck = false;  // measured: token_gather.cuh
 
   static constexpr int kBlockN = kDecodeTileTokens;  // selected tokens per tile
   static_assert(kBlockN == 64);

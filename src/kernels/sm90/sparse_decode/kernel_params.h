@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "flashmla/decode_schedule.h"
+#include "kernels/common/fast_divisor.h"
 
 namespace flashmla::sm90 {
 
@@ -12,8 +13,10 @@ struct SparseTokenList {
   const uint8_t* k_cache;  // page blocks in the kernel's format
   int64_t block_stride;    // bytes
   int64_t token_stride;    // bytes (BF16 and FP8 V3.2 layouts)
-  int page_block_size;
-  int64_t num_tokens;      // num_blocks * page_block_size: valid indices are [0, num_tokens)
+  FastDivisor page_block_size;
+  int64_t scale_rows_offset;  // MODEL1: bytes from a block's start to its scale rows
+  // min(num_blocks * page_block_size, 2^31): valid indices (int32) are [0, num_tokens).
+  uint32_t num_tokens;
   const int32_t* indices;  // [b, s_q, topk]
   int64_t indices_batch_stride, indices_seq_stride;
   int topk;

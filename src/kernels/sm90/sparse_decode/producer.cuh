@@ -6,9 +6,9 @@
 //
 // What a kernel's Traits provide: kFormat, kHeadDimQK, kCrossover, kProducerRounds (rounds one
 // producer gathers per tile), kNumStages, kBoxBytes, kTileBytes, kPeerBytesPerTile (crossover),
-// and a SharedStorage with k[stage][box][...], token_valid[stage][2][4] and the barriers
-// full_barrier (one arrival per producer thread), empty_barrier and, with the crossover,
-// peer_full_barrier.
+// kUnsignedIndexCheck (token_gather.cuh, locate_token), and a SharedStorage with
+// k[stage][box][...], token_valid[stage][2][4] and the barriers full_barrier (one arrival per
+// producer thread), empty_barrier and, with the crossover, peer_full_barrier.
 #pragma once
 
 #include <cstdint>
@@ -95,7 +95,7 @@ __device__ __forceinline__ TileIndices<kRounds, kTokens> no_tile_indices() {
 }
 
 // Brings the rows of a tile's tokens (this thread's part of each) into L2.
-template <class Gather, KVCacheFormat kFormat, int kRounds, int kTokens>
+template <class Gather, class Traits, int kRounds, int kTokens>
 __device__ __forceinline__ void prefetch_tile_rows(const SparseDecodeKernelParams& p,
                                                    const TileIndices<kRounds, kTokens>& tile,
                                                    int part) {
@@ -104,7 +104,8 @@ __device__ __forceinline__ void prefetch_tile_rows(const SparseDecodeKernelParam
   for (int r = 0; r < kRounds; ++r) {
 #pragma unroll
     for (int k = 0; k < kTokens; ++k) {
-      Gather::prefetch(locate_token<kFormat>(list, tile.index[r][k]), part);
+      Gather::prefetch(
+          locate_token<Traits::kFormat, Traits::kUnsignedIndexCheck>(list, tile.index[r][k]), part);
     }
   }
 }
@@ -204,7 +205,8 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
     // instead of being issued at the start of the tile and waited for there. Its indices are
     // loaded a tile before that, and its rows brought into L2 when they arrive.
     const auto locate = [&](const Indices& indices, int k) {
-      return locate_token<kFormat>(indices.from_main ? p.main : p.extra, indices.index[0][k]);
+      return locate_token<kFormat, Traits::kUnsignedIndexCheck>(
+          indices.from_main ? p.main : p.extra, indices.index[0][k]);
     };
     Gather data;
     bool valid[kTokens];
@@ -222,7 +224,7 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
     Indices next_indices = no_tile_indices<kRounds, kTokens>();
     if (next.valid(range))
       next_indices = load_tile_indices<kRounds, kTokens>(p, next, s, round_token);
-    prefetch_tile_rows<Gather, kFormat>(p, next_indices, part);
+    prefetch_tile_rows<Gather, Traits>(p, next_indices, part);
     // Only whether a current tile exists is needed from here on (fewer live registers).
     for (int tile_index = 0, more = current.valid(range); more; ++tile_index) {
       const int stage = tile_index % Traits::kNumStages;
@@ -249,7 +251,7 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
       fence_view_async_shared();  // the stores are read by wgmma (async proxy)
       mbarrier_arrive(&smem.full_barrier[stage]);
       // The rows loaded during the next tile's stores go to L2 now.
-      prefetch_tile_rows<Gather, kFormat>(p, after_indices, part);
+      prefetch_tile_rows<Gather, Traits>(p, after_indices, part);
 #pragma unroll
       for (int k = 0; k < kTokens; ++k) valid[k] = next_location[k].valid;
       more = next.valid(range);
@@ -281,7 +283,8 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
     for (int r = 0; r < kRounds; ++r) {
 #pragma unroll
       for (int k = 0; k < kTokens; ++k) {
-        location[r][k] = locate_token<kFormat>(list, current_indices.index[r][k]);
+        location[r][k] =
+            locate_token<kFormat, Traits::kUnsignedIndexCheck>(list, current_indices.index[r][k]);
       }
     }
     Gather data[kOverlapRounds ? kRounds : 1];
@@ -291,7 +294,7 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
     }
     Indices next_indices = no_tile_indices<kRounds, kTokens>();
     if constexpr (kTwoAhead) {
-      prefetch_tile_rows<Gather, kFormat>(p, next_carried, part);
+      prefetch_tile_rows<Gather, Traits>(p, next_carried, part);
       SparseTileCursor after = next;
       after.advance(p, range);
       if (after.valid(range)) {
@@ -311,7 +314,7 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
 #pragma unroll
       for (int r = 0; r < kRounds; ++r) {
         // Round 0's loads have landed: the next tile's rows go to L2.
-        if (r == 0 && !kTwoAhead) prefetch_tile_rows<Gather, kFormat>(p, next_indices, part);
+        if (r == 0 && !kTwoAhead) prefetch_tile_rows<Gather, Traits>(p, next_indices, part);
         data[r].template store<Traits::kBoxBytes>(writer, slots[r]);
       }
     } else {

@@ -93,20 +93,31 @@ struct TokenLocation {
   const uint8_t* scales;  // MODEL1: the token's 8-byte scale row
 };
 
-template <KVCacheFormat kFormat>
+// A short chain of integer work per token (one producer warp per SM sub-partition runs it at
+// a few cycles an instruction, on the path the consumers wait on): the page as a
+// multiply-high instead of a division, and 32 x 32 -> 64-bit address products. The bounds
+// check is one unsigned compare (negative indices wrap above 2^31) or two signed ones: the
+// same answer, but the 64-head kernels ran 5% faster on V3.2 h_q 64 with the first and the
+// few-heads kernels 6-8% slower on h_q 16, for no reason found in their SASS beyond ptxas's
+// register allocation (docs/perf-notes.md); each kernel's traits pick the form.
+template <KVCacheFormat kFormat, bool kUnsignedIndexCheck>
 __device__ __forceinline__ TokenLocation locate_token(const SparseTokenList& list, int32_t index) {
   TokenLocation loc;
-  loc.valid = index >= 0 && int64_t(index) < list.num_tokens;
-  const uint32_t safe = loc.valid ? uint32_t(index) : 0u;
-  const uint32_t block = safe / uint32_t(list.page_block_size);
-  const uint32_t row = safe % uint32_t(list.page_block_size);
-  const uint8_t* block_base = list.k_cache + int64_t(block) * list.block_stride;
-  if constexpr (kFormat == KVCacheFormat::kFp8Model1) {
-    loc.row = block_base + int64_t(row) * kFp8Model1RowBytes;
-    loc.scales = block_base + int64_t(list.page_block_size) * kFp8Model1RowBytes +
-                 int64_t(row) * kFp8Model1ScaleRowBytes;
+  if constexpr (kUnsignedIndexCheck) {
+    loc.valid = uint32_t(index) < list.num_tokens;
   } else {
-    loc.row = block_base + int64_t(row) * list.token_stride;
+    loc.valid = index >= 0 && int64_t(index) < int64_t(list.num_tokens);
+  }
+  const uint32_t safe = loc.valid ? uint32_t(index) : 0u;
+  const uint32_t block = list.page_block_size.quotient(safe);
+  const uint32_t row = safe - block * list.page_block_size.divisor;
+  const uint8_t* block_base = list.k_cache + uint64_t(block) * uint64_t(list.block_stride);
+  if constexpr (kFormat == KVCacheFormat::kFp8Model1) {
+    loc.row = block_base + uint64_t(row) * uint32_t(kFp8Model1RowBytes);
+    loc.scales =
+        block_base + list.scale_rows_offset + uint64_t(row) * uint32_t(kFp8Model1ScaleRowBytes);
+  } else {
+    loc.row = block_base + uint64_t(row) * uint64_t(list.token_stride);
     loc.scales = nullptr;
   }
   return loc;
