@@ -128,6 +128,7 @@ void sparse_decode(const SparseDecodeParams& params, cudaStream_t stream) {
   combine.rows_per_kv = kernel_params.rows_per_kv;
   combine.head_dim_v = params.head_dim_v;
   combine.num_splits = params.num_splits;
+  combine.num_parts = params.num_parts;
   combine.o_accum = kernel_params.o_accum;
   combine.lse_accum = kernel_params.lse_accum;
   detail::copy_output_fields(params, combine);

@@ -1,5 +1,7 @@
 // Split-KV combine: one warp per (sequence, query row); out = sum_i w_i O_i with
-// w_i = exp(lse_i - lse), lse = log sum_i exp(lse_i).
+// w_i = exp(lse_i - lse), lse = log sum_i exp(lse_i). The partial rows of kSplitsInFlight
+// splits are loaded before they are summed: with few sequences (b 2) a row has ~11 splits and
+// one load latency per split made the combine 6.7 us of a 28 us sparse decode call.
 #include <cmath>
 
 #include <cuda_bf16.h>
@@ -12,7 +14,6 @@ namespace flashmla::kernels {
 
 namespace {
 
-constexpr int kWarpsPerBlock = 8;
 constexpr int kHeadDimV = 512;
 constexpr int kColsPerLane = kHeadDimV / 32;  // 16: four float4 per lane
 
@@ -31,7 +32,17 @@ __device__ __forceinline__ void store4<__half>(__half* dst, float4 v) {
   *reinterpret_cast<uint2*>(dst) = packed;
 }
 
-template <class Element>
+// Each lane's weight of split `lane` of a group of 32: exp(lse_i - lse), 0 for an empty split
+// (lse_i = -inf; its partial row may never have been written). NaN stays NaN.
+__device__ __forceinline__ float split_weight(float lse_i, float lse) {
+  return lse_i == -INFINITY ? 0.f : expf(lse_i - lse);
+}
+
+// kSplitsInFlight partial rows are loaded before any is summed (one memory latency per step,
+// not per split). Many splits a sequence: 4 in flight, 4 warps a block (128 registers; few
+// rows still spread over the SMs). Few: 1 and 8 warps a block, for occupancy (4 in flight
+// there made rows of ~2 splits 1-3% slower, docs/perf-notes.md).
+template <class Element, int kSplitsInFlight, int kWarpsPerBlock>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const CombineParams p) {
   const int batch = blockIdx.y;
   const int first_split = p.num_splits[batch];
@@ -45,9 +56,12 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
   const int64_t split_stride = int64_t(p.num_heads_kv) * p.rows_per_kv;
   const float* lse_in = p.lse_accum + int64_t(first_split) * split_stride + row_id;
 
-  float max_lse = -INFINITY;
-  bool poisoned = false;  // a split marked the sequence bad (lse NaN): the result is NaN too
-  for (int i = lane; i < num_splits; i += 32) {
+  // Lane i holds lse of split i of the first group of 32 (the only one below 33 splits) for
+  // the whole kernel: the weights then come by shuffle, not by a load in the summing loop.
+  const float lse_first = lane < num_splits ? lse_in[lane * split_stride] : -INFINITY;
+  float max_lse = lse_first;
+  bool poisoned = isnan(lse_first);  // a split marked the sequence bad: the result is NaN too
+  for (int i = lane + 32; i < num_splits; i += 32) {
     const float lse_i = lse_in[i * split_stride];
     poisoned |= isnan(lse_i);
     max_lse = fmaxf(max_lse, lse_i);
@@ -58,7 +72,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
   if (__any_sync(0xffffffff, poisoned)) max_lse = NAN;  // fmaxf alone would drop the NaN
   float sum = 0.f;
   if (max_lse != -INFINITY) {
-    for (int i = lane; i < num_splits; i += 32) sum += expf(lse_in[i * split_stride] - max_lse);
+    sum = lane < num_splits ? expf(lse_first - max_lse) : 0.f;
+    for (int i = lane + 32; i < num_splits; i += 32)
+      sum += expf(lse_in[i * split_stride] - max_lse);
   }
 #pragma unroll
   for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffff, sum, offset);
@@ -70,18 +86,37 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
   for (int c = 0; c < kColsPerLane / 4; ++c) acc[c] = make_float4(0.f, 0.f, 0.f, 0.f);
   if (!empty) {
     const float* o_in = p.o_accum + (int64_t(first_split) * split_stride + row_id) * kHeadDimV;
-    for (int i = 0; i < num_splits; ++i) {
-      const float lse_i = lse_in[i * split_stride];
-      if (lse_i == -INFINITY) continue;  // an empty split contributes nothing
-      const float weight = expf(lse_i - lse);
-      const float4* src = reinterpret_cast<const float4*>(o_in + i * split_stride * kHeadDimV);
+    for (int group = 0; group < num_splits; group += 32) {
+      const int in_group = min(32, num_splits - group);
+      const float lse_lane =
+          group == 0 ? lse_first : (lane < in_group ? lse_in[(group + lane) * split_stride] : 0.f);
+      const float weight_lane = lane < in_group ? split_weight(lse_lane, lse) : 0.f;
+      // Splits past the end or empty are not read.
+      for (int step = 0; step < in_group; step += kSplitsInFlight) {
+        float weight[kSplitsInFlight];
+        float4 v[kSplitsInFlight][kColsPerLane / 4];
 #pragma unroll
-      for (int c = 0; c < kColsPerLane / 4; ++c) {
-        const float4 v = src[c * 32 + lane];
-        acc[c].x += weight * v.x;
-        acc[c].y += weight * v.y;
-        acc[c].z += weight * v.z;
-        acc[c].w += weight * v.w;
+        for (int u = 0; u < kSplitsInFlight; ++u) {
+          weight[u] = __shfl_sync(0xffffffff, weight_lane, (step + u) & 31);
+          const bool read = step + u < in_group && weight[u] != 0.f;
+          const float4* src = reinterpret_cast<const float4*>(o_in + int64_t(group + step + u) *
+                                                                         split_stride * kHeadDimV);
+#pragma unroll
+          for (int c = 0; c < kColsPerLane / 4; ++c) {
+            v[u][c] = read ? src[c * 32 + lane] : make_float4(0.f, 0.f, 0.f, 0.f);
+          }
+          if (!read) weight[u] = 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < kSplitsInFlight; ++u) {
+#pragma unroll
+          for (int c = 0; c < kColsPerLane / 4; ++c) {
+            acc[c].x += weight[u] * v[u][c].x;
+            acc[c].y += weight[u] * v[u][c].y;
+            acc[c].z += weight[u] * v[u][c].z;
+            acc[c].w += weight[u] * v[u][c].w;
+          }
+        }
       }
     }
   }
@@ -111,11 +146,25 @@ void launch_combine(const CombineParams& params, ScalarType dtype, cudaStream_t 
   detail::require(params.head_dim_v == kHeadDimV, "combine", "head_dim_v",
                   "must be 512 for the combine kernel");
   const int rows = params.num_heads_kv * params.rows_per_kv;
-  const dim3 grid((rows + kWarpsPerBlock - 1) / kWarpsPerBlock, params.batch);
+  // The plan gives the sequences batch + num_parts - 1 splits at most: 4 or more on average
+  // takes the kernel with several splits in flight.
+  const bool many_splits = params.num_parts >= 3 * params.batch;
+  const auto launch = [&](auto kernel, int warps_per_block) {
+    const dim3 grid((rows + warps_per_block - 1) / warps_per_block, params.batch);
+    kernel<<<grid, warps_per_block * 32, 0, stream>>>(params);
+  };
   if (dtype == ScalarType::kBFloat16) {
-    combine_kernel<__nv_bfloat16><<<grid, kWarpsPerBlock * 32, 0, stream>>>(params);
+    if (many_splits) {
+      launch(combine_kernel<__nv_bfloat16, 4, 4>, 4);
+    } else {
+      launch(combine_kernel<__nv_bfloat16, 1, 8>, 8);
+    }
   } else {
-    combine_kernel<__half><<<grid, kWarpsPerBlock * 32, 0, stream>>>(params);
+    if (many_splits) {
+      launch(combine_kernel<__half, 4, 4>, 4);
+    } else {
+      launch(combine_kernel<__half, 1, 8>, 8);
+    }
   }
   detail::check_launch("combine_kernel");
 }

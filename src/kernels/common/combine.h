@@ -17,6 +17,7 @@ struct CombineParams {
   int rows_per_kv;            // s_q * heads_per_kv
   int head_dim_v;             // 512
   const int32_t* num_splits;  // [b + 1] prefix sums
+  int num_parts;              // of the plan: sizes the kernel to the splits a sequence has
   const float* o_accum;       // [splits, h_kv, rows_per_kv, d_v]
   const float* lse_accum;     // [splits, h_kv, rows_per_kv]
   void* out;                  // [b, s_q, h_q, d_v]
