@@ -25,37 +25,55 @@ struct EpilogueTarget {
 };
 
 // acc: a 64xN accumulator of output columns [col_base, col_base + N); inv_sum per owned row.
+// Lane l of a quad holds columns 8j + 2(l % 4), +1 of each block j; lanes l and l ^ 1 swap one
+// pair per two blocks so that an even lane writes four columns of block j and an odd one four
+// of block j + 1: 16-byte (fp32) or 8-byte (16-bit) stores, half the store instructions of a
+// pair a lane, each writing whole 32-byte sectors (the pair stores took ~2.7 us of a CTA's
+// epilogue, longer than a tile, docs/perf-notes.md).
 template <class Element, int kHeadDimV, int N, class Params>
 __device__ __forceinline__ void write_output_cols(const Params& p, const EpilogueTarget& target,
                                                   const float (&acc)[N / 2], int col_base,
                                                   const float (&inv_sum)[2], int thread_in_wg) {
+  static_assert(N % 16 == 0);
   const int warp = thread_in_wg / 32, lane = thread_in_wg % 32;
+  const bool odd = lane & 1;
+  // This lane's first column within a pair of blocks (8 (j + odd) + 2 (l % 4 - odd)).
+  const int col0 = col_base + (odd ? 8 + 2 * (lane % 4 - 1) : 2 * (lane % 4));
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int local_row = 16 * warp + lane / 4 + 8 * i;
-    if (local_row >= target.num_rows) continue;
+    // Every lane takes part in the exchanges; rows past the end only skip their stores.
+    const bool write = local_row < target.num_rows;
     const int row = target.row_base + local_row;
-    const int col0 = col_base + 2 * (lane % 4);
+    Element* out = nullptr;
+    float* accum = nullptr;
     if (target.single_split) {
       const int s = row / p.heads_per_kv;
       const int head = target.kv_head * p.heads_per_kv + row % p.heads_per_kv;
-      Element* out = static_cast<Element*>(p.out) + target.batch * p.out_batch_stride +
-                     s * p.out_seq_stride + head * p.out_head_stride;
-#pragma unroll
-      for (int j = 0; j < N / 8; ++j) {
-        const uint32_t packed = pack_pair<Element>(acc[4 * j + 2 * i] * inv_sum[i],
-                                                   acc[4 * j + 2 * i + 1] * inv_sum[i]);
-        *reinterpret_cast<uint32_t*>(out + col0 + 8 * j) = packed;
-      }
+      out = static_cast<Element*>(p.out) + target.batch * p.out_batch_stride +
+            s * p.out_seq_stride + head * p.out_head_stride + col0;
     } else {
-      float* out =
+      accum =
           p.o_accum +
           ((int64_t(target.split_slot) * p.num_heads_kv + target.kv_head) * p.rows_per_kv + row) *
-              kHeadDimV;
+              kHeadDimV +
+          col0;
+    }
 #pragma unroll
-      for (int j = 0; j < N / 8; ++j) {
-        *reinterpret_cast<float2*>(out + col0 + 8 * j) =
-            make_float2(acc[4 * j + 2 * i] * inv_sum[i], acc[4 * j + 2 * i + 1] * inv_sum[i]);
+    for (int j = 0; j < N / 8; j += 2) {
+      const float a0 = acc[4 * j + 2 * i] * inv_sum[i], a1 = acc[4 * j + 2 * i + 1] * inv_sum[i];
+      const float b0 = acc[4 * j + 4 + 2 * i] * inv_sum[i];
+      const float b1 = acc[4 * j + 4 + 2 * i + 1] * inv_sum[i];
+      // Even lanes keep block j and send block j + 1; odd lanes the other way round.
+      const float r0 = __shfl_xor_sync(0xffffffffu, odd ? a0 : b0, 1);
+      const float r1 = __shfl_xor_sync(0xffffffffu, odd ? a1 : b1, 1);
+      const float4 v = odd ? make_float4(r0, r1, b0, b1) : make_float4(a0, a1, r0, r1);
+      if (!write) continue;
+      if (target.single_split) {
+        *reinterpret_cast<uint2*>(out + 8 * j) =
+            make_uint2(pack_pair<Element>(v.x, v.y), pack_pair<Element>(v.z, v.w));
+      } else {
+        *reinterpret_cast<float4*>(accum + 8 * j) = v;
       }
     }
   }
