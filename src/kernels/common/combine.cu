@@ -140,31 +140,34 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
   if (lane == 0) p.lse[batch * p.lse_batch_stride + head * p.lse_head_stride + s] = lse;
 }
 
+template <class Element, int kSplitsInFlight, int kWarpsPerBlock>
+void launch_instance(const CombineParams& params, cudaStream_t stream) {
+  const int rows = params.num_heads_kv * params.rows_per_kv;
+  const dim3 grid((rows + kWarpsPerBlock - 1) / kWarpsPerBlock, params.batch);
+  combine_kernel<Element, kSplitsInFlight, kWarpsPerBlock>
+      <<<grid, kWarpsPerBlock * 32, 0, stream>>>(params);
+}
+
+// The plan gives the sequences batch + num_parts - 1 splits at most: 4 or more on average
+// takes the instance with several splits in flight.
+template <class Element>
+void launch_for_plan(const CombineParams& params, cudaStream_t stream) {
+  if (params.num_parts >= 3 * params.batch) {
+    launch_instance<Element, 4, 4>(params, stream);
+  } else {
+    launch_instance<Element, 1, 8>(params, stream);
+  }
+}
+
 }  // namespace
 
 void launch_combine(const CombineParams& params, ScalarType dtype, cudaStream_t stream) {
   detail::require(params.head_dim_v == kHeadDimV, "combine", "head_dim_v",
                   "must be 512 for the combine kernel");
-  const int rows = params.num_heads_kv * params.rows_per_kv;
-  // The plan gives the sequences batch + num_parts - 1 splits at most: 4 or more on average
-  // takes the kernel with several splits in flight.
-  const bool many_splits = params.num_parts >= 3 * params.batch;
-  const auto launch = [&](auto kernel, int warps_per_block) {
-    const dim3 grid((rows + warps_per_block - 1) / warps_per_block, params.batch);
-    kernel<<<grid, warps_per_block * 32, 0, stream>>>(params);
-  };
   if (dtype == ScalarType::kBFloat16) {
-    if (many_splits) {
-      launch(combine_kernel<__nv_bfloat16, 4, 4>, 4);
-    } else {
-      launch(combine_kernel<__nv_bfloat16, 1, 8>, 8);
-    }
+    launch_for_plan<__nv_bfloat16>(params, stream);
   } else {
-    if (many_splits) {
-      launch(combine_kernel<__half, 4, 4>, 4);
-    } else {
-      launch(combine_kernel<__half, 1, 8>, 8);
-    }
+    launch_for_plan<__half>(params, stream);
   }
   detail::check_launch("combine_kernel");
 }

@@ -6,11 +6,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define FLASHMLA_DIVISOR_HD __host__ __device__ __forceinline__
-#else
-#define FLASHMLA_DIVISOR_HD inline
-#endif
+#include "kernels/common/host_device.h"
 
 namespace flashmla {
 
@@ -27,7 +23,7 @@ struct FastDivisor {
   }
 
   // n / divisor for 0 <= n < 2^31 (so that the add cannot overflow).
-  FLASHMLA_DIVISOR_HD uint32_t quotient(uint32_t n) const {
+  FLASHMLA_HD_INLINE uint32_t quotient(uint32_t n) const {
 #if defined(__CUDA_ARCH__)
     const uint32_t high = __umulhi(n, multiplier);
 #else

@@ -7,21 +7,17 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define FLASHMLA_FP8_HD __host__ __device__ __forceinline__
-#else
-#define FLASHMLA_FP8_HD inline
-#endif
+#include "kernels/common/host_device.h"
 
 namespace flashmla::fp8 {
 
-FLASHMLA_FP8_HD uint32_t float_bits(float value) {
+FLASHMLA_HD_INLINE uint32_t float_bits(float value) {
   uint32_t bits;
   memcpy(&bits, &value, 4);
   return bits;
 }
 
-FLASHMLA_FP8_HD float bits_float(uint32_t bits) {
+FLASHMLA_HD_INLINE float bits_float(uint32_t bits) {
   float value;
   memcpy(&value, &bits, 4);
   return value;
@@ -32,7 +28,7 @@ inline constexpr float kE4m3Max = 448.f;
 inline constexpr float kMinScale = 1e-4f;
 
 // float8_e4m3fn -> float, exact.
-FLASHMLA_FP8_HD float e4m3_to_float(uint8_t byte) {
+FLASHMLA_HD_INLINE float e4m3_to_float(uint8_t byte) {
   const uint32_t sign = uint32_t(byte & 0x80u) << 24;
   const uint32_t exponent = (byte >> 3) & 0xfu;
   const uint32_t mantissa = byte & 0x7u;
@@ -46,7 +42,7 @@ FLASHMLA_FP8_HD float e4m3_to_float(uint8_t byte) {
 }
 
 // float -> float8_e4m3fn, round to nearest even, saturating to +-448; NaN -> NaN.
-FLASHMLA_FP8_HD uint8_t float_to_e4m3(float value) {
+FLASHMLA_HD_INLINE uint8_t float_to_e4m3(float value) {
   const uint32_t bits = float_bits(value);
   const uint8_t sign = uint8_t((bits >> 24) & 0x80u);
   const uint32_t magnitude = bits & 0x7fffffffu;
@@ -67,7 +63,7 @@ FLASHMLA_FP8_HD uint8_t float_to_e4m3(float value) {
 }
 
 // float8_e8m0 -> float: 2^(e - 127); 0xff is NaN.
-FLASHMLA_FP8_HD float e8m0_to_float(uint8_t byte) {
+FLASHMLA_HD_INLINE float e8m0_to_float(uint8_t byte) {
   if (byte == 0xffu) return bits_float(0x7fc00000u);
   if (byte == 0) return 0x1p-127f;  // a float subnormal
   return bits_float(uint32_t(byte) << 23);
@@ -75,7 +71,7 @@ FLASHMLA_FP8_HD float e8m0_to_float(uint8_t byte) {
 
 // The quantizer's scale of a group whose largest magnitude is `amax`: the smallest power of
 // two >= max(amax / 448, 1e-4), computed exactly on the float bits (no log2 rounding).
-FLASHMLA_FP8_HD float quantization_scale(float amax) {
+FLASHMLA_HD_INLINE float quantization_scale(float amax) {
   float wanted = amax / kE4m3Max;
   if (!(wanted >= kMinScale)) wanted = kMinScale;  // also maps NaN to the clamp
   const uint32_t bits = float_bits(wanted);
@@ -86,23 +82,23 @@ FLASHMLA_FP8_HD float quantization_scale(float amax) {
 }
 
 // The e8m0 byte of a power-of-two scale from quantization_scale (normal floats only).
-FLASHMLA_FP8_HD uint8_t scale_to_e8m0(float scale) {
+FLASHMLA_HD_INLINE uint8_t scale_to_e8m0(float scale) {
   return uint8_t(float_bits(scale) >> 23);
 }
 
 // float -> bfloat16 bits, round to nearest even (NaN stays NaN).
-FLASHMLA_FP8_HD uint16_t float_to_bf16_bits(float value) {
+FLASHMLA_HD_INLINE uint16_t float_to_bf16_bits(float value) {
   const uint32_t bits = float_bits(value);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return uint16_t((bits >> 16) | 0x0040u);
   return uint16_t((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
-FLASHMLA_FP8_HD float bf16_bits_to_float(uint16_t bits) {
+FLASHMLA_HD_INLINE float bf16_bits_to_float(uint16_t bits) {
   return bits_float(uint32_t(bits) << 16);
 }
 
 // The dequantized NoPE value: bfloat16(float(e4m3) * scale).
-FLASHMLA_FP8_HD uint16_t dequantize_e4m3(uint8_t byte, float scale) {
+FLASHMLA_HD_INLINE uint16_t dequantize_e4m3(uint8_t byte, float scale) {
   return float_to_bf16_bits(e4m3_to_float(byte) * scale);
 }
 
