@@ -4,6 +4,12 @@
 // where a split costs its tiles plus kDecodeSplitOverheadTiles. A sequence that does not fit
 // in the rest of a part is cut there and continues in the next part as a new split. Every
 // sequence, even an empty one, gets at least one split so that its output is written.
+//
+// The capacity of a part starts as FlashMLA's: the mean cost plus one overhead. With more
+// parts than sequences that is loose (sparse h_q 128, top-k 2048, 33 parts: 5 tiles a part at
+// b 4 where 4 fit, 9 at b 8 where 8 fit, 18 at b 16 where 16 fit), so there the smallest
+// capacity whose walk fits in num_parts is searched (a few walks; monotone in the capacity),
+// down to 2 tiles a part (-4 to -8% at b 4 to 16: docs/perf-notes.md).
 #pragma once
 
 #include <cstdint>
@@ -37,15 +43,52 @@ FLASHMLA_HOST_DEVICE inline int sparse_decode_num_tiles(int i, int topk, const i
   return decode_num_tiles(main_len) + decode_num_tiles(extra_len);
 }
 
-// Writes num_parts ranges and batch + 1 split prefix sums. Single-threaded: O(batch + parts).
-// `tiles_of(i)` is the number of KV tiles of sequence i.
+// Parts the walk needs with capacity `payload` per part, counted up to `limit` + 1.
+template <class TilesOf>
+FLASHMLA_HOST_DEVICE inline int decode_parts_needed(int batch, TilesOf tiles_of, int64_t payload,
+                                                    int limit) {
+  constexpr int overhead = kDecodeSplitOverheadTiles;
+  int parts_used = 1;
+  int64_t remaining = payload;
+  for (int i = 0; i < batch; ++i) {
+    int64_t rest = tiles_of(i);
+    while (rest + overhead > remaining) {
+      // Cut here (if a tile fits) and open the next part.
+      if (remaining - overhead > 0) rest -= remaining - overhead;
+      if (++parts_used > limit) return parts_used;
+      remaining = payload;
+    }
+    remaining -= rest + overhead;
+  }
+  return parts_used;
+}
+
+// Writes num_parts ranges and batch + 1 split prefix sums. Single-threaded: O(batch + parts),
+// a few times over when there are more parts than sequences. `tiles_of(i)` is the number of
+// KV tiles of sequence i.
 template <class TilesOf>
 FLASHMLA_HOST_DEVICE inline void plan_decode_core(int batch, TilesOf tiles_of, int num_parts,
                                                   DecodePartRange* parts, int32_t* num_splits) {
   constexpr int overhead = kDecodeSplitOverheadTiles;
   int64_t total_cost = 0;
   for (int i = 0; i < batch; ++i) total_cost += tiles_of(i) + overhead;
-  const int64_t payload = (total_cost + num_parts - 1) / num_parts + overhead;
+  const int64_t mean_cost = (total_cost + num_parts - 1) / num_parts;
+  int64_t payload = mean_cost + overhead;
+  if (num_parts > batch) {
+    // Binary search over [max(mean, overhead + 2), mean + overhead]; the upper end keeps the
+    // walk below (whose last part takes any rest) when nothing smaller fits. At least 2 tiles
+    // a part: one tile a part doubles the splits, and the combine's time grows by more than
+    // a tile saves (measured: b 1 and h_q 64 b 2).
+    int64_t low = mean_cost > overhead + 2 ? mean_cost : overhead + 2;
+    while (low < payload) {
+      const int64_t mid = low + (payload - low) / 2;
+      if (decode_parts_needed(batch, tiles_of, mid, num_parts) <= num_parts) {
+        payload = mid;
+      } else {
+        low = mid + 1;
+      }
+    }
+  }
 
   int batch_idx = 0;  // next sequence to place
   int tile_idx = 0;   // next tile of that sequence

@@ -256,6 +256,81 @@ TEST(DecodeSchedule, RandomCases) {
   }
 }
 
+// More parts than sequences: the capacity search lets every part take its share instead of
+// leaving a third of them idle (FlashMLA's capacity, mean + one overhead, gives 3 tiles a part
+// here and 22 busy parts).
+TEST(DecodeSchedule, FewSequencesSpreadOverTheParts) {
+  const auto busy_parts_and_max_cost = [](const Plan& plan, const std::vector<int32_t>& seqlens) {
+    int busy = 0;
+    int64_t max_cost = 0;
+    for (const DecodePartRange& part : plan.parts) {
+      busy += !is_empty(part);
+      max_cost = std::max(max_cost, part_cost(part, seqlens));
+    }
+    return std::pair<int, int64_t>{busy, max_cost};
+  };
+  const std::vector<int32_t> two = {2048, 2048};  // 32 tiles each
+  check_plan(two, 33);
+  EXPECT_EQ(busy_parts_and_max_cost(make_plan(two, 33), two),
+            (std::pair<int, int64_t>{32, 2 + kDecodeSplitOverheadTiles}));
+  const std::vector<int32_t> four(4, 2048);
+  check_plan(four, 66);
+  EXPECT_EQ(busy_parts_and_max_cost(make_plan(four, 66), four),
+            (std::pair<int, int64_t>{64, 2 + kDecodeSplitOverheadTiles}));
+}
+
+// The smallest achievable largest part cost over every way to cut the flattened tile list
+// into `num_parts` contiguous ranges (non-empty sequences only): a brute-force oracle.
+int64_t best_max_cost(const std::vector<int32_t>& seqlens, int num_parts) {
+  std::vector<int> seq_begin = {0};  // flattened tile index where each sequence starts
+  for (int32_t len : seqlens) seq_begin.push_back(seq_begin.back() + num_tiles(len));
+  const int total = seq_begin.back();
+  const auto range_cost = [&](int first, int last) -> int64_t {
+    if (first == last) return 0;
+    int64_t cost = last - first;
+    for (size_t s = 0; s + 1 < seq_begin.size(); ++s) {
+      if (seq_begin[s] < last && first < seq_begin[s + 1]) cost += kDecodeSplitOverheadTiles;
+    }
+    return cost;
+  };
+  // Best largest cost covering tiles [first, total) with `parts` ranges.
+  std::function<int64_t(int, int)> best = [&](int first, int parts) -> int64_t {
+    if (parts == 1) return range_cost(first, total);
+    int64_t result = INT64_MAX;
+    for (int cut = first; cut <= total; ++cut) {
+      result = std::min(result, std::max(range_cost(first, cut), best(cut, parts - 1)));
+    }
+    return result;
+  };
+  return best(0, num_parts);
+}
+
+TEST(DecodeSchedule, OptimalWhenPartsOutnumberSequences) {
+  // Small enough for the oracle; the lengths span 1..9 tiles a sequence.
+  std::mt19937 rng(7);
+  for (int iteration = 0; iteration < 300; ++iteration) {
+    const int batch = std::uniform_int_distribution<int>(1, 3)(rng);
+    const int num_parts = std::uniform_int_distribution<int>(batch + 1, 6)(rng);
+    std::vector<int32_t> seqlens(batch);
+    for (auto& len : seqlens) len = std::uniform_int_distribution<int>(1, 9 * 64)(rng);
+    SCOPED_TRACE(describe(seqlens, num_parts));
+    check_plan(seqlens, num_parts);
+    const Plan plan = make_plan(seqlens, num_parts);
+    int64_t max_cost = 0;
+    for (const DecodePartRange& part : plan.parts) {
+      max_cost = std::max(max_cost, part_cost(part, seqlens));
+    }
+    // The planner keeps at least 2 tiles a part (one a part doubles the combine's splits).
+    const int64_t best = best_max_cost(seqlens, num_parts);
+    if (best >= 2 + kDecodeSplitOverheadTiles) {
+      EXPECT_EQ(max_cost, best);
+    } else {
+      EXPECT_LE(max_cost, 2 + kDecodeSplitOverheadTiles);
+    }
+    if (::testing::Test::HasFailure()) return;
+  }
+}
+
 // Lengths like the benchmark anchors: max(int(normal(s_k, s_k / 2)), s_q), b = 128.
 std::vector<int32_t> anchor_seqlens(int batch, int s_k, int s_q, std::mt19937& rng) {
   std::normal_distribution<double> normal(s_k, s_k / 2.0);
