@@ -17,6 +17,12 @@ mean_s_k*h_kv*d_qk*2 + s_q*h_q*d_v*2), mean_s_k = mean of cache_seqlens (anchors
 Page-size rows (--pages, FlashMLA supports only 64): h_q 128 and 16, s_q 1, s_k 8K with pages of
 16, 32, 64 and 128 tokens and a non-paged cache ("none": block_table None); "vs p64" is the time
 of the page-64 row of the same h_q over this row's time.
+
+Short and small shapes (the dense-decode issue's goals; --no-small leaves them out): b 1 h_q 128
+s_k 64K, b 32 s_q 4 h_q 128 s_k 4K varlen causal, b 128 h_q 128 s_k 1K varlen, and the published
+ThunderMLA case (b 4, lengths 4641 / 45118 / 1730 / 1696, s_q 4, h_q 16, not causal). Their
+reference is a time: FlashMLA's whole operation measured on our H100 (anchors.md) or, for the
+ThunderMLA case, ThunderMLA's published 41 us (FlashMLA: 52 us); "ratio" = reference time / ours.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from flash_mla.testing import check_decode_against_reference, make_decode_inputs
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import (  # noqa: E402
     add_common_arguments,
+    anchor_table,
     assert_no_nan,
     checked_sequences,
     or_dash,
@@ -73,6 +80,24 @@ ANCHORS = {
 }
 
 
+# Short and small shapes: (label, h_q, s_q, causal, lengths or a varlen draw (s_k, b)).
+SMALL_CASES = (
+    ("b 1, h_q 128, s_k 64K", 128, 1, False, (65536,)),
+    ("b 32, s_q 4, h_q 128, s_k 4K varlen, causal", 128, 4, True, ("varlen", 4096, 32)),
+    ("b 128, h_q 128, s_k 1K varlen", 128, 1, False, ("varlen", 1024, 128)),
+    ("b 4, s_q 4, h_q 16, lengths 4641/45118/1730/1696", 16, 4, False, (4641, 45118, 1730, 1696)),
+)
+# Their reference times (us) and whose they are, per GPU (anchors.md; H100 only).
+SMALL_REFERENCES = {
+    "H100": {
+        SMALL_CASES[0][0]: (79.0, "FlashMLA"),
+        SMALL_CASES[1][0]: (246.0, "FlashMLA"),
+        SMALL_CASES[2][0]: (108.0, "FlashMLA"),
+        SMALL_CASES[3][0]: (41.0, "ThunderMLA"),
+    },
+}
+
+
 @dataclasses.dataclass
 class Result:
     h_q: int
@@ -90,6 +115,8 @@ class Result:
     checked: str  # what correctness check ran
     page: int = PAGE  # tokens per page; 0 = non-paged cache
     vs_page64: Optional[float] = None  # page-size rows: time of the page-64 row / this time
+    label: str = ""  # short and small shapes: the case; anchor / ratio are then times
+    reference: str = ""  # whose time the anchor of a short or small shape is
 
 
 def draw_seqlens(s_k: int, s_q: int, b: int = B) -> list[int]:
@@ -97,10 +124,11 @@ def draw_seqlens(s_k: int, s_q: int, b: int = B) -> list[int]:
     return [max(int(random.normalvariate(s_k, s_k / 2)), s_q) for _ in range(b)]
 
 
-def run_case(h_q, s_q, causal, s_k, args, anchors, page=PAGE) -> Result:
-    seqlens = draw_seqlens(s_k, s_q)
+def run_case(h_q, s_q, causal, s_k, args, anchors, page=PAGE, seqlens=None) -> Result:
+    seqlens = seqlens or draw_seqlens(s_k, s_q)
+    b = len(seqlens)
     max_pad = (max(seqlens) + 255) // 256 * 256
-    layout = dict(page_block_size=page, num_blocks=B * max_pad // page) if page else {"paged": False}
+    layout = dict(page_block_size=page, num_blocks=b * max_pad // page) if page else {"paged": False}
     inputs = make_decode_inputs(
         seqlens,
         s_q=s_q,
@@ -131,26 +159,28 @@ def run_case(h_q, s_q, causal, s_k, args, anchors, page=PAGE) -> Result:
     assert_no_nan(f"h_q={h_q} s_q={s_q} s_k={s_k}", out, lse)
     checked = "no NaN"
     if not args.no_check:
-        rows = checked_sequences(B, args.check)
+        rows = checked_sequences(b, args.check)
         check_decode_against_reference(
             inputs, out[rows], lse[rows], D_V, causal=causal, batch_indices=rows
         )
-        checked = f"reference, {len(rows)} of {B} sequences"
+        checked = f"reference, {len(rows)} of {b} sequences"
 
     t = time_us(call, args.warmup, args.reps)
-    mean_s_k = sum(seqlens) / B
-    flops = B * h_q * s_q * mean_s_k * 2 * (D_QK + D_V)
-    nbytes = B * (s_q * h_q * D_QK * 2 + mean_s_k * H_KV * D_QK * 2 + s_q * h_q * D_V * 2)
+    mean_s_k = sum(seqlens) / b
+    flops = b * h_q * s_q * mean_s_k * 2 * (D_QK + D_V)
+    nbytes = b * (s_q * h_q * D_QK * 2 + mean_s_k * H_KV * D_QK * 2 + s_q * h_q * D_V * 2)
     tflops, gbps = flops / t / 1e6, nbytes / t / 1e3
     metric = "TFLOP/s" if h_q == 128 else "GB/s"
-    anchor = anchors[(h_q, s_q, causal)][S_KS.index(s_k)] if s_k in S_KS and page == PAGE else None
+    anchor = None
+    if anchors and (h_q, s_q, causal) in anchors and s_k in S_KS and page == PAGE:
+        anchor = anchors[(h_q, s_q, causal)][S_KS.index(s_k)]
     ours = tflops if metric == "TFLOP/s" else gbps
     return Result(
         h_q,
         s_q,
         causal,
         s_k,
-        B,
+        b,
         mean_s_k,
         t,
         tflops,
@@ -163,9 +193,29 @@ def run_case(h_q, s_q, causal, s_k, args, anchors, page=PAGE) -> Result:
     )
 
 
+def run_small_case(case, args, gpu: str) -> Result:
+    """A short or small shape: its lengths (or a varlen draw), timed like the anchor rows; the
+    reference is a time (SMALL_REFERENCES), the ratio reference time / ours."""
+    label, h_q, s_q, causal, lengths = case
+    if lengths[0] == "varlen":
+        _, s_k, b = lengths
+        seqlens = draw_seqlens(s_k, s_q, b)
+    else:
+        seqlens, s_k = list(lengths), max(lengths)
+    result = run_case(h_q, s_q, causal, s_k, args, None, PAGE, seqlens)
+    result.label = label
+    reference = SMALL_REFERENCES.get(gpu, {}).get(label)
+    if reference:
+        result.anchor, result.reference = reference
+        result.ratio = reference[0] / result.time_us
+    result.metric = "time"
+    return result
+
+
 def print_results(results: list[Result], gpu: str) -> None:
-    anchor_rows = [r for r in results if r.vs_page64 is None]
+    anchor_rows = [r for r in results if r.vs_page64 is None and not r.label]
     page_rows = [r for r in results if r.vs_page64 is not None]
+    small_rows = [r for r in results if r.label]
     print_table(
         f"Dense decode, b {B}, d_qk {D_QK}, d_v {D_V}, h_kv {H_KV}, page {PAGE}, bf16, varlen "
         f"(whole operation; anchor = FlashMLA on {gpu}, split-KV kernel only)",
@@ -212,6 +262,30 @@ def print_results(results: list[Result], gpu: str) -> None:
                 for r in page_rows
             ],
         )
+    if small_rows:
+        print_table(
+            "Dense decode, short and small shapes, d_qk 576, page 64, bf16 (whole operation; "
+            "ratio = reference time / ours)",
+            [
+                ("case", 48, ""),
+                ("time us", 9, ".1f"),
+                ("TFLOP/s", 8, ".1f"),
+                ("GB/s", 7, ".0f"),
+                ("reference", 18, ""),
+                ("ratio", 6, ""),
+            ],
+            [
+                (
+                    r.label,
+                    r.time_us,
+                    r.tflops,
+                    r.gbps,
+                    f"{r.reference} {r.anchor:g} us" if r.anchor else "-",
+                    or_dash(r.ratio, ".3f"),
+                )
+                for r in small_rows
+            ],
+        )
 
 
 def main() -> int:
@@ -224,6 +298,9 @@ def main() -> int:
         nargs="*",
         default=list(PAGES),
         help="page sizes of the page-size rows (0 = non-paged; none given = no such rows)",
+    )
+    parser.add_argument(
+        "--no-small", action="store_true", help="leave out the short and small shapes"
     )
     add_common_arguments(parser, "dense_decode")
     args = parser.parse_args()
@@ -244,9 +321,14 @@ def main() -> int:
             if not args.h_q or h_q in args.h_q
             for page in pages
         ]
+    if not args.no_small:
+        cases += [case for case in SMALL_CASES if not args.h_q or case[1] in args.h_q]
     page64_time: dict[int, float] = {}
+    gpu = anchor_table(torch.cuda.get_device_name(), ANCHORS)[0]
 
     def run_one(case, args, anchors) -> Result:
+        if isinstance(case[0], str):
+            return run_small_case(case, args, gpu)
         h_q, s_q, causal, s_k, page, page_row = case
         result = run_case(h_q, s_q, causal, s_k, args, anchors, page)
         if page_row:
@@ -265,7 +347,9 @@ def main() -> int:
         cases,
         run_one,
         lambda case, r: (
-            f"h_q {r.h_q:3d} s_q {r.s_q} causal {r.causal!s:5} s_k {r.s_k:5d} page {r.page}: "
+            f"{r.label}: {r.time_us:8.1f} us ratio {r.ratio or 0:.3f} ({r.checked})"
+            if r.label
+            else f"h_q {r.h_q:3d} s_q {r.s_q} causal {r.causal!s:5} s_k {r.s_k:5d} page {r.page}: "
             f"{r.time_us:8.1f} us "
             f"{r.tflops:6.1f} TFLOP/s {r.gbps:6.0f} GB/s ratio {r.ratio or 0:.3f} ({r.checked})"
         ),

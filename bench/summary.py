@@ -25,6 +25,8 @@ def _case(kind: str, r: dict) -> str:
     if kind == "sparse":
         topk = f"{r['topk']}+{r['extra_topk']}" if r["extra_topk"] else str(r["topk"])
         return f"{r['layout']} h_q {r['h_q']} topk {topk} b {r['b']}"
+    if r.get("label"):  # a short or small shape: its reference is a time
+        return f"{r['label']} (vs {r.get('reference') or '-'})"
     causal = " causal" if r["causal"] else ""
     case = f"h_q {r['h_q']} s_q {r['s_q']}{causal} s_k {r['s_k']}"
     if r.get("vs_page64") is not None:  # a page-size row
@@ -41,12 +43,13 @@ def main(paths: list[str]) -> int:
         gpu = gpu or data.get("anchor_table")
         results = data.get("results", [])
         kind = _kind(data, results)
-        ratios, spans = [], []
+        ratios, spans, small = [], [], []
         for r in results:
             # Sparse: the time ratio is the like-for-like figure (see bench_sparse_decode.py).
             ratio = r.get("time_ratio") if kind == "sparse" else r.get("ratio")
             if ratio:
-                ratios.append(ratio)
+                # Dense short and small shapes (time ratios) get a mean of their own.
+                (small if r.get("label") else ratios).append(ratio)
             metric = (
                 f"{r['tflops']:.1f} TF"
                 if kind in ("sparse", "prefill") or r.get("metric") == "TFLOP/s"
@@ -59,6 +62,9 @@ def main(paths: list[str]) -> int:
             rows.append((kind, _case(kind, r), r["time_us"], metric, ratio, span))
         if ratios:
             means.append((kind, math.exp(sum(map(math.log, ratios)) / len(ratios)), len(ratios)))
+        if small:
+            mean = math.exp(sum(map(math.log, small)) / len(small))
+            means.append((kind + " (short and small shapes)", mean, len(small)))
         if spans:
             means.append(
                 (kind + " (kernel span)", math.exp(sum(map(math.log, spans)) / len(spans)), len(spans))

@@ -1,7 +1,11 @@
-// Split-KV combine: one warp per (sequence, query row); out = sum_i w_i O_i with
-// w_i = exp(lse_i - lse), lse = log sum_i exp(lse_i). The partial rows of kSplitsInFlight
-// splits are loaded before they are summed: with few sequences (b 2) a row has ~11 splits and
-// one load latency per split made the combine 6.7 us of a 28 us sparse decode call.
+// Split-KV combine: out = sum_i w_i O_i with w_i = exp(lse_i - lse), lse = log sum_i
+// exp(lse_i), for every (sequence, query row). Two kernels:
+// - one warp a row: the partial rows of kSplitsInFlight splits are loaded before they are
+//   summed (with few sequences (b 2) a row has ~11 splits, and one load latency per split made
+//   the combine 6.7 us of a 28 us sparse decode call);
+// - one block a row, for few rows with many splits each (b 1, h_q 128, s_k 64K: 128 rows of
+//   64 splits, so one warp a row kept 32 SMs busy through 16 load latencies): the block's
+//   warps take the splits in turn and add their sums in shared memory.
 #include <cmath>
 
 #include <cuda_bf16.h>
@@ -38,6 +42,88 @@ __device__ __forceinline__ float split_weight(float lse_i, float lse) {
   return lse_i == -INFINITY ? 0.f : expf(lse_i - lse);
 }
 
+// The row's lse over its num_splits splits (lane i reads splits i, i + 32, ...): +inf when
+// every split is empty (lse_i = -inf), NaN when any split is NaN (a split marked the sequence
+// bad). `lse_first` gets lane i's lse of split i (-inf past the end), so that a warp that
+// takes every split can form the first 32 weights without loading them again.
+__device__ __forceinline__ float combined_lse(const float* lse_in, int64_t split_stride,
+                                              int num_splits, int lane, float& lse_first) {
+  lse_first = lane < num_splits ? lse_in[lane * split_stride] : -INFINITY;
+  float max_lse = lse_first;
+  bool poisoned = isnan(lse_first);
+  for (int i = lane + 32; i < num_splits; i += 32) {
+    const float lse_i = lse_in[i * split_stride];
+    poisoned |= isnan(lse_i);
+    max_lse = fmaxf(max_lse, lse_i);
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2)
+    max_lse = fmaxf(max_lse, __shfl_xor_sync(0xffffffff, max_lse, offset));
+  if (__any_sync(0xffffffff, poisoned)) max_lse = NAN;  // fmaxf alone would drop the NaN
+  float sum = 0.f;
+  if (max_lse != -INFINITY) {
+    sum = lane < num_splits ? expf(lse_first - max_lse) : 0.f;
+    for (int i = lane + 32; i < num_splits; i += 32)
+      sum += expf(lse_in[i * split_stride] - max_lse);
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffff, sum, offset);
+  return max_lse == -INFINITY ? INFINITY : max_lse + logf(sum);
+}
+
+// acc += w_k O_k over the splits k = first, first + stride, ... (count of them) of a row:
+// o_in / lse_in point at split 0's partial row / lse. kSplitsInFlight rows are loaded before
+// any is summed (one memory latency per step, not per split); empty splits are not read. With
+// `lse_first_group` (first 0, stride 1) lane i already holds split i's lse.
+template <int kSplitsInFlight>
+__device__ __forceinline__ void accumulate_splits(float4 (&acc)[kColsPerLane / 4],
+                                                  const float* o_in, const float* lse_in,
+                                                  int64_t split_stride, int first, int stride,
+                                                  int count, float lse, bool have_lse_first,
+                                                  float lse_first, int lane) {
+  for (int group = 0; group < count; group += 32) {
+    const int in_group = min(32, count - group);
+    const float lse_lane =
+        group == 0 && have_lse_first
+            ? lse_first
+            : (lane < in_group ? lse_in[(first + (group + lane) * stride) * split_stride] : 0.f);
+    const float weight_lane = lane < in_group ? split_weight(lse_lane, lse) : 0.f;
+    for (int step = 0; step < in_group; step += kSplitsInFlight) {
+      float weight[kSplitsInFlight];
+      float4 v[kSplitsInFlight][kColsPerLane / 4];
+#pragma unroll
+      for (int u = 0; u < kSplitsInFlight; ++u) {
+        weight[u] = __shfl_sync(0xffffffff, weight_lane, (step + u) & 31);
+        const bool read = step + u < in_group && weight[u] != 0.f;
+        const float4* src = reinterpret_cast<const float4*>(
+            o_in + int64_t(first + (group + step + u) * stride) * split_stride * kHeadDimV);
+#pragma unroll
+        for (int c = 0; c < kColsPerLane / 4; ++c) {
+          v[u][c] = read ? src[c * 32 + lane] : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        if (!read) weight[u] = 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < kSplitsInFlight; ++u) {
+#pragma unroll
+        for (int c = 0; c < kColsPerLane / 4; ++c) {
+          acc[c].x += weight[u] * v[u][c].x;
+          acc[c].y += weight[u] * v[u][c].y;
+          acc[c].z += weight[u] * v[u][c].z;
+          acc[c].w += weight[u] * v[u][c].w;
+        }
+      }
+    }
+  }
+}
+
+// The attention sink's factor of a row's output: exp(lse) / (exp(lse) + exp(sink)) =
+// 1 / (1 + exp(sink - lse)), 0 for sink = +inf; 1 without a sink or for an empty row.
+__device__ __forceinline__ float sink_factor(const CombineParams& p, int head, float lse) {
+  if (p.attn_sink == nullptr || lse == INFINITY) return 1.f;
+  return 1.f / (1.f + expf(p.attn_sink[head] - lse));
+}
+
 // kSplitsInFlight partial rows are loaded before any is summed (one memory latency per step,
 // not per split). Many splits a sequence: 4 in flight, 4 warps a block (128 registers; few
 // rows still spread over the SMs). Few: 1 and 8 warps a block, for occupancy (4 in flight
@@ -58,86 +144,87 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
 
   // Lane i holds lse of split i of the first group of 32 (the only one below 33 splits) for
   // the whole kernel: the weights then come by shuffle, not by a load in the summing loop.
-  const float lse_first = lane < num_splits ? lse_in[lane * split_stride] : -INFINITY;
-  float max_lse = lse_first;
-  bool poisoned = isnan(lse_first);  // a split marked the sequence bad: the result is NaN too
-  for (int i = lane + 32; i < num_splits; i += 32) {
-    const float lse_i = lse_in[i * split_stride];
-    poisoned |= isnan(lse_i);
-    max_lse = fmaxf(max_lse, lse_i);
-  }
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2)
-    max_lse = fmaxf(max_lse, __shfl_xor_sync(0xffffffff, max_lse, offset));
-  if (__any_sync(0xffffffff, poisoned)) max_lse = NAN;  // fmaxf alone would drop the NaN
-  float sum = 0.f;
-  if (max_lse != -INFINITY) {
-    sum = lane < num_splits ? expf(lse_first - max_lse) : 0.f;
-    for (int i = lane + 32; i < num_splits; i += 32)
-      sum += expf(lse_in[i * split_stride] - max_lse);
-  }
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffff, sum, offset);
-  const bool empty = max_lse == -INFINITY;
-  const float lse = empty ? INFINITY : max_lse + logf(sum);
+  float lse_first;
+  const float lse = combined_lse(lse_in, split_stride, num_splits, lane, lse_first);
 
   float4 acc[kColsPerLane / 4];
 #pragma unroll
   for (int c = 0; c < kColsPerLane / 4; ++c) acc[c] = make_float4(0.f, 0.f, 0.f, 0.f);
-  if (!empty) {
+  if (lse != INFINITY) {
     const float* o_in = p.o_accum + (int64_t(first_split) * split_stride + row_id) * kHeadDimV;
-    for (int group = 0; group < num_splits; group += 32) {
-      const int in_group = min(32, num_splits - group);
-      const float lse_lane =
-          group == 0 ? lse_first : (lane < in_group ? lse_in[(group + lane) * split_stride] : 0.f);
-      const float weight_lane = lane < in_group ? split_weight(lse_lane, lse) : 0.f;
-      // Splits past the end or empty are not read.
-      for (int step = 0; step < in_group; step += kSplitsInFlight) {
-        float weight[kSplitsInFlight];
-        float4 v[kSplitsInFlight][kColsPerLane / 4];
-#pragma unroll
-        for (int u = 0; u < kSplitsInFlight; ++u) {
-          weight[u] = __shfl_sync(0xffffffff, weight_lane, (step + u) & 31);
-          const bool read = step + u < in_group && weight[u] != 0.f;
-          const float4* src = reinterpret_cast<const float4*>(o_in + int64_t(group + step + u) *
-                                                                         split_stride * kHeadDimV);
-#pragma unroll
-          for (int c = 0; c < kColsPerLane / 4; ++c) {
-            v[u][c] = read ? src[c * 32 + lane] : make_float4(0.f, 0.f, 0.f, 0.f);
-          }
-          if (!read) weight[u] = 0.f;
-        }
-#pragma unroll
-        for (int u = 0; u < kSplitsInFlight; ++u) {
-#pragma unroll
-          for (int c = 0; c < kColsPerLane / 4; ++c) {
-            acc[c].x += weight[u] * v[u][c].x;
-            acc[c].y += weight[u] * v[u][c].y;
-            acc[c].z += weight[u] * v[u][c].z;
-            acc[c].w += weight[u] * v[u][c].w;
-          }
-        }
-      }
-    }
+    accumulate_splits<kSplitsInFlight>(acc, o_in, lse_in, split_stride, 0, 1, num_splits, lse, true,
+                                       lse_first, lane);
   }
   const int s = row / p.heads_per_kv;
   const int head = kv_head * p.heads_per_kv + row % p.heads_per_kv;
-  if (p.attn_sink != nullptr && !empty) {
-    // exp(lse) / (exp(lse) + exp(sink)) = 1 / (1 + exp(sink - lse)): 0 for sink = +inf.
-    const float sink_factor = 1.f / (1.f + expf(p.attn_sink[head] - lse));
+  const float factor = sink_factor(p, head, lse);
 #pragma unroll
-    for (int c = 0; c < kColsPerLane / 4; ++c) {
-      acc[c].x *= sink_factor;
-      acc[c].y *= sink_factor;
-      acc[c].z *= sink_factor;
-      acc[c].w *= sink_factor;
-    }
+  for (int c = 0; c < kColsPerLane / 4; ++c) {
+    acc[c].x *= factor;
+    acc[c].y *= factor;
+    acc[c].z *= factor;
+    acc[c].w *= factor;
   }
   Element* out = static_cast<Element*>(p.out) + batch * p.out_batch_stride + s * p.out_seq_stride +
                  head * p.out_head_stride;
 #pragma unroll
   for (int c = 0; c < kColsPerLane / 4; ++c) store4<Element>(out + (c * 32 + lane) * 4, acc[c]);
   if (lane == 0) p.lse[batch * p.lse_batch_stride + head * p.lse_head_stride + s] = lse;
+}
+
+// One block a row: warp w sums splits w, w + kWarps, ..., and the warps' sums are added in
+// shared memory. For few rows with many splits each (see the file comment).
+template <class Element, int kWarps, int kSplitsInFlight>
+__global__ void __launch_bounds__(kWarps * 32) combine_row_block_kernel(const CombineParams p) {
+  const int batch = blockIdx.y;
+  const int first_split = p.num_splits[batch];
+  const int num_splits = p.num_splits[batch + 1] - first_split;
+  if (num_splits <= 1) return;  // written directly by the split-KV kernel (uniform per block)
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int row_id = blockIdx.x;  // kv_head * rows_per_kv + row; the grid has one per row
+  const int kv_head = row_id / p.rows_per_kv;
+  const int row = row_id % p.rows_per_kv;
+  const int64_t split_stride = int64_t(p.num_heads_kv) * p.rows_per_kv;
+  const float* lse_in = p.lse_accum + int64_t(first_split) * split_stride + row_id;
+
+  float lse_first;  // every warp forms the row's lse (a few loads, L1 hits after the first)
+  const float lse = combined_lse(lse_in, split_stride, num_splits, lane, lse_first);
+  float4 acc[kColsPerLane / 4];
+#pragma unroll
+  for (int c = 0; c < kColsPerLane / 4; ++c) acc[c] = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (lse != INFINITY && warp < num_splits) {
+    const float* o_in = p.o_accum + (int64_t(first_split) * split_stride + row_id) * kHeadDimV;
+    const int count = (num_splits - warp + kWarps - 1) / kWarps;
+    accumulate_splits<kSplitsInFlight>(acc, o_in, lse_in, split_stride, warp, kWarps, count, lse,
+                                       false, 0.f, lane);
+  }
+  __shared__ float4 warp_sums[kWarps][kHeadDimV / 4];
+#pragma unroll
+  for (int c = 0; c < kColsPerLane / 4; ++c) warp_sums[warp][c * 32 + lane] = acc[c];
+  __syncthreads();
+
+  const int s = row / p.heads_per_kv;
+  const int head = kv_head * p.heads_per_kv + row % p.heads_per_kv;
+  const float factor = sink_factor(p, head, lse);
+  Element* out = static_cast<Element*>(p.out) + batch * p.out_batch_stride + s * p.out_seq_stride +
+                 head * p.out_head_stride;
+  for (int column4 = threadIdx.x; column4 < kHeadDimV / 4; column4 += kWarps * 32) {
+    float4 total = warp_sums[0][column4];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) {
+      const float4 part = warp_sums[w][column4];
+      total.x += part.x;
+      total.y += part.y;
+      total.z += part.z;
+      total.w += part.w;
+    }
+    total.x *= factor;
+    total.y *= factor;
+    total.z *= factor;
+    total.w *= factor;
+    store4<Element>(out + column4 * 4, total);
+  }
+  if (threadIdx.x == 0) p.lse[batch * p.lse_batch_stride + head * p.lse_head_stride + s] = lse;
 }
 
 template <class Element, int kSplitsInFlight, int kWarpsPerBlock>
@@ -148,11 +235,25 @@ void launch_instance(const CombineParams& params, cudaStream_t stream) {
       <<<grid, kWarpsPerBlock * 32, 0, stream>>>(params);
 }
 
-// The plan gives the sequences batch + num_parts - 1 splits at most: 4 or more on average
-// takes the instance with several splits in flight.
+// The plan gives the sequences batch + num_parts - 1 splits at most. Few rows (a warp each:
+// at most 2 per SM) with 8 or more splits on average take a block a row (8 warps, 4 splits in
+// flight each): b 1 h_q 128 (128 rows, 64 splits) 12.3 -> 6.0 us; but 512 rows of ~16 splits
+// (sparse b 2, dense b 4) were 1.2 us slower than a warp a row. 4 or more splits on average
+// take a warp a row with 4 splits in flight, fewer a warp a row with 1.
 template <class Element>
 void launch_for_plan(const CombineParams& params, cudaStream_t stream) {
-  if (params.num_parts >= 3 * params.batch) {
+  const int64_t rows = int64_t(params.batch) * params.num_heads_kv * params.rows_per_kv;
+  if (rows <= 256 && params.num_parts >= 8 * params.batch) {
+    constexpr int kWarps = 8;
+    const auto kernel = combine_row_block_kernel<Element, kWarps, 4>;
+    // Shared memory as large as the split-KV kernel's before it, so that the SMs need no
+    // carveout change between the two. Per device context: set on every launch.
+    detail::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                            cudaSharedmemCarveoutMaxShared),
+                       "cudaFuncSetAttribute(combine_row_block_kernel)");
+    const dim3 grid(params.num_heads_kv * params.rows_per_kv, params.batch);
+    kernel<<<grid, kWarps * 32, 0, stream>>>(params);
+  } else if (params.num_parts >= 3 * params.batch) {
     launch_instance<Element, 4, 4>(params, stream);
   } else {
     launch_instance<Element, 1, 8>(params, stream);
