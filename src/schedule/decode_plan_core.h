@@ -43,7 +43,9 @@ FLASHMLA_HOST_DEVICE inline int sparse_decode_num_tiles(int i, int topk, const i
   return decode_num_tiles(main_len) + decode_num_tiles(extra_len);
 }
 
-// Parts the walk needs with capacity `payload` per part, counted up to `limit` + 1.
+// Parts the walk needs with capacity `payload` per part, counted up to `limit` + 1: the walk of
+// plan_decode_core below without its outputs (the same cutting rule; the brute-force test of
+// tests/cpp/test_schedule.cpp fails if the two disagree).
 template <class TilesOf>
 FLASHMLA_HOST_DEVICE inline int decode_parts_needed(int batch, TilesOf tiles_of, int64_t payload,
                                                     int limit) {

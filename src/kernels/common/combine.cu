@@ -245,14 +245,8 @@ void launch_for_plan(const CombineParams& params, cudaStream_t stream) {
   const int64_t rows = int64_t(params.batch) * params.num_heads_kv * params.rows_per_kv;
   if (rows <= 256 && params.num_parts >= 8 * params.batch) {
     constexpr int kWarps = 8;
-    const auto kernel = combine_row_block_kernel<Element, kWarps, 4>;
-    // Shared memory as large as the split-KV kernel's before it, so that the SMs need no
-    // carveout change between the two. Per device context: set on every launch.
-    detail::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                            cudaSharedmemCarveoutMaxShared),
-                       "cudaFuncSetAttribute(combine_row_block_kernel)");
     const dim3 grid(params.num_heads_kv * params.rows_per_kv, params.batch);
-    kernel<<<grid, kWarps * 32, 0, stream>>>(params);
+    combine_row_block_kernel<Element, kWarps, 4><<<grid, kWarps * 32, 0, stream>>>(params);
   } else if (params.num_parts >= 3 * params.batch) {
     launch_instance<Element, 4, 4>(params, stream);
   } else {
