@@ -1,4 +1,5 @@
 // Sparse prefill entry point: validation -> device check -> the sparse-prefill kernel.
+#include <algorithm>
 #include <cstdint>
 
 #include "api/checks.h"
@@ -9,11 +10,15 @@ namespace flashmla {
 
 namespace {
 
-sm90::SparsePrefillKernelParams make_kernel_params(const SparsePrefillParams& params) {
+sm90::SparsePrefillKernelParams make_kernel_params(const SparsePrefillParams& params,
+                                                   int sm_count) {
   sm90::SparsePrefillKernelParams k{};
   k.seqlen_q = params.seqlen_q;
   k.num_heads_q = params.num_heads_q;
   k.num_head_blocks = (params.num_heads_q + 63) / 64;
+  k.num_items = int64_t(params.seqlen_q) * k.num_head_blocks;
+  // An even grid keeps a token's two head blocks on neighbouring CTAs (kernel.cuh).
+  k.num_ctas = static_cast<int>(std::min<int64_t>(k.num_items, std::max(sm_count / 2 * 2, 1)));
   k.topk = params.topk;
   k.scale_log2 = params.softmax_scale * 1.4426950408889634f;
   k.q = static_cast<const __nv_bfloat16*>(params.q);
@@ -43,7 +48,8 @@ void sparse_prefill(const SparsePrefillParams& params, cudaStream_t stream) {
   int device = 0;
   detail::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
   check_device_supported(device);
-  const sm90::SparsePrefillKernelParams kernel_params = make_kernel_params(params);
+  const sm90::SparsePrefillKernelParams kernel_params =
+      make_kernel_params(params, device_sm_count(device));
   if (params.head_dim_qk == 576) {
     sm90::sparse_prefill_576(kernel_params, stream);
   } else {

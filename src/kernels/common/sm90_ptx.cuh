@@ -72,12 +72,29 @@ __device__ __forceinline__ void prefetch_tma_descriptor(const CUtensorMap* map) 
 // ---- cp.async (16-byte gathers into shared memory) -------------------------------------------
 // Copies 16 bytes from global to shared memory, or writes 16 zero bytes when !valid (nothing
 // is read then). The L2 is asked to fetch the surrounding 256 bytes (the rest of the row).
-// (No L2 eviction-policy operand: with one from createpolicy, ptxas 13.0 emitted LDGSTS reading
-// a never-written uniform register as the policy descriptor: an illegal instruction at run time.)
 __device__ __forceinline__ void cp_async_16_or_zero(uint32_t smem, const void* global, bool valid) {
   asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" ::"r"(smem), "l"(global),
                "r"(valid ? 16 : 0)
                : "memory");
+}
+
+// L2 eviction priorities for cp.async, in the 64-bit cache-policy encoding that createpolicy
+// produces (the values CUTLASS names CacheHintSm90).
+enum class L2Policy : uint64_t {
+  kEvictFirst = 0x12F0000000000000ull,  // read once: leave the L2 to what is read again
+  kEvictLast = 0x14F0000000000000ull,   // read again by other CTAs: keep
+};
+
+// cp_async_16_or_zero with an L2 eviction priority. The policy is an immediate on purpose:
+// from createpolicy, ptxas 13.0 emitted LDGSTS reading a never-written uniform register as the
+// policy descriptor (an illegal instruction at run time); from a constant it writes that
+// register first (checked in the SASS).
+template <L2Policy kPolicy>
+__device__ __forceinline__ void cp_async_16_or_zero(uint32_t smem, const void* global, bool valid) {
+  asm volatile(
+      "cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2, %3;" ::"r"(smem),
+      "l"(global), "r"(valid ? 16 : 0), "l"(static_cast<uint64_t>(kPolicy))
+      : "memory");
 }
 
 // Waits until all of this thread's earlier cp.async copies have landed (visible to it).

@@ -532,6 +532,18 @@ std::vector<GpuCase> special_cases() {
   lengths_512.num_heads_q = 3;
   lengths_512.seed = 8;
   add("topk_length_zero_negative_past_topk_d512_hq3", lengths_512);
+  // The persistent grid: each CTA walks ~15 items (token, head block) whose pair counts vary
+  // from 0 (runs of them) to 8, so the barrier phases carry across items of every length.
+  SparsePrefillCase walk = make_case(576, 1000, 128, 1521, 1000, 40);
+  walk.topk_length = {0, 1000, 1, 0, 0, 129, 640, 128, 0, 999, 64, 257, 0, 0, 0, 1000, 383};
+  walk.all_invalid_fraction = 0.05;
+  walk.sink = SinkMode::kMixed;
+  add("persistent_walk_mixed_lengths", walk);
+  SparsePrefillCase walk_512 = walk;
+  walk_512.head_dim_qk = 512;
+  walk_512.num_heads_q = 64;
+  walk_512.seed = 41;
+  add("persistent_walk_mixed_lengths_d512_hq64", walk_512);
   SparsePrefillCase zero_lengths = make_case(512, 62, 64, 256, 256, 9);
   zero_lengths.topk_length = {0};
   add("topk_length_zero_for_all", zero_lengths);

@@ -15,6 +15,7 @@
 #include "kernels/common/sm90_decode_tile.cuh"
 #include "kernels/common/sm90_gmma.cuh"
 #include "kernels/common/sm90_online_softmax.cuh"
+#include "kernels/common/sm90_output_columns.cuh"
 #include "kernels/common/sm90_ptx.cuh"
 #include "kernels/sm90/sparse_prefill/kernel_params.h"
 #include "kernels/sm90/sparse_prefill/traits.h"
@@ -28,11 +29,9 @@ enum SparsePrefillBarrier : uint32_t {
   kPrefillP0Ready = 3,    // P0 (rescaled to m1) is in shared memory
   kPrefillP1Ready = 4,    // P1 is in shared memory
   kPrefillSumReady = 5,   // both warpgroups' row sums are in shared memory
-  kPrefillStaging0 = 6,   // warpgroup 0's output tile is staged
-  kPrefillStaging1 = 7,
 };
 
-// The query token and head block of this CTA and how many of its top-k entries count.
+// One work item: a query token, one of its 64-head blocks and how many of its top-k entries count.
 struct PrefillQuery {
   int s;
   int head_base;
@@ -40,10 +39,11 @@ struct PrefillQuery {
   int num_pairs;  // pairs of 64-token blocks covering [0, len)
 };
 
-__device__ __forceinline__ PrefillQuery prefill_query(const SparsePrefillKernelParams& p) {
+__device__ __forceinline__ PrefillQuery prefill_query(const SparsePrefillKernelParams& p,
+                                                      int64_t item) {
   PrefillQuery query;
-  query.s = int(blockIdx.x) / p.num_head_blocks;
-  query.head_base = (int(blockIdx.x) % p.num_head_blocks) * 64;
+  query.s = int(item / p.num_head_blocks);
+  query.head_base = int(item % p.num_head_blocks) * 64;
   int len = p.topk;
   if (p.topk_length != nullptr) len = min(len, max(__ldg(p.topk_length + query.s), 0));
   query.len = len;
@@ -52,34 +52,20 @@ __device__ __forceinline__ PrefillQuery prefill_query(const SparsePrefillKernelP
 }
 
 // Warpgroup 2. Thread (group g = t / 8, chunk c = t % 8) copies 16-byte chunk c of every 128-byte
-// box row of rows g, g + 16, g + 32, g + 48 of each tile. Per pair: Q's rows once, then the four
-// K halves in the order the consumers read them (buffer 0 left, buffer 1 right, buffer 0 right,
-// buffer 1 left), each after its last reader freed it, then the pair's token validity.
+// box row of rows g, g + 16, g + 32, g + 48 of each tile. Per item: Q's rows once the previous
+// item's last scores freed them, then per pair the four K halves in the order the consumers
+// read them (buffer 0 left, buffer 1 right, buffer 0 right, buffer 1 left), each after its last
+// reader freed it, then the pair's token validity. `pair_count` (pairs of earlier items) keeps
+// the barrier phases running across items.
 template <class Traits>
-__device__ __forceinline__ void sparse_prefill_producer(const SparsePrefillKernelParams& p,
-                                                        const PrefillQuery& query,
-                                                        typename Traits::SharedStorage& smem,
-                                                        int thread_in_wg) {
+__device__ __forceinline__ void sparse_prefill_producer_item(const SparsePrefillKernelParams& p,
+                                                             const PrefillQuery& query,
+                                                             typename Traits::SharedStorage& smem,
+                                                             int thread_in_wg, int local_item,
+                                                             uint32_t pair_count) {
   constexpr int kBoxesQK = Traits::kNumBoxesQK;
   const int group = thread_in_wg / 8;
   const int chunk = thread_in_wg % 8;
-
-  {
-    const __nv_bfloat16* q = p.q + int64_t(query.s) * p.q_seq_stride + chunk * 8;
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const int row = 16 * r + group;
-      const int head = query.head_base + row;
-      const bool valid = head < p.num_heads_q;  // padding heads are zeros
-      const __nv_bfloat16* source = valid ? q + int64_t(head) * p.q_head_stride : p.q;
-#pragma unroll
-      for (int box = 0; box < kBoxesQK; ++box) {
-        cp_async_16_or_zero(smem_addr(smem.q[box]) + sw128_offset(row, chunk), source + box * 64,
-                            valid);
-      }
-    }
-    cp_async_arrive_noinc(&smem.q_ready);
-  }
 
   const int32_t* indices = p.indices + int64_t(query.s) * p.indices_seq_stride;
   // The indices of a pair's 8 rows of this thread (-1 past len).
@@ -93,10 +79,30 @@ __device__ __forceinline__ void sparse_prefill_producer(const SparsePrefillKerne
       }
     }
   };
+  // The first pair's indices load while the previous item's last pairs are still in use.
   int next_index[2][4];
   if (query.num_pairs > 0) load_indices(0, next_index);
+
+  if (local_item > 0) mbarrier_wait(&smem.q_free, (local_item - 1) & 1);
+  {
+    const __nv_bfloat16* q = p.q + int64_t(query.s) * p.q_seq_stride + chunk * 8;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int row = 16 * r + group;
+      const int head = query.head_base + row;
+      const bool valid = head < p.num_heads_q;  // padding heads are zeros
+      const __nv_bfloat16* source = valid ? q + int64_t(head) * p.q_head_stride : p.q;
+#pragma unroll
+      for (int box = 0; box < kBoxesQK; ++box) {
+        cp_async_16_or_zero<L2Policy::kEvictFirst>(
+            smem_addr(smem.q[box]) + sw128_offset(row, chunk), source + box * 64, valid);
+      }
+    }
+    cp_async_arrive_noinc(&smem.q_ready);
+  }
+
   for (int pair = 0; pair < query.num_pairs; ++pair) {
-    const uint32_t phase = pair & 1;
+    const uint32_t phase = (pair_count + pair) & 1;
     const __nv_bfloat16* rows[2][4];
     bool valid[2][4];
 #pragma unroll
@@ -117,8 +123,9 @@ __device__ __forceinline__ void sparse_prefill_producer(const SparsePrefillKerne
       for (int r = 0; r < 4; ++r) {
 #pragma unroll
         for (int box = box_begin; box < box_end; ++box) {
-          cp_async_16_or_zero(smem_addr(smem.k[b][box]) + sw128_offset(16 * r + group, chunk),
-                              rows[b][r] + box * 64, valid[b][r]);
+          cp_async_16_or_zero<L2Policy::kEvictLast>(
+              smem_addr(smem.k[b][box]) + sw128_offset(16 * r + group, chunk),
+              rows[b][r] + box * 64, valid[b][r]);
         }
       }
       cp_async_arrive_noinc(&smem.k_ready[b][half]);
@@ -178,11 +185,13 @@ __device__ __forceinline__ float max_shift(float from, float to) {
 }
 
 // Warpgroups 0 and 1 (kWarpgroup); see the top of the file for the arithmetic.
+// One item; `local_item` and `pair_count` as for the producer.
 template <class Traits, int kWarpgroup>
-__device__ __forceinline__ void sparse_prefill_consumer(const SparsePrefillKernelParams& p,
-                                                        const PrefillQuery& query,
-                                                        typename Traits::SharedStorage& smem,
-                                                        int thread_in_wg) {
+__device__ __forceinline__ void sparse_prefill_consumer_item(const SparsePrefillKernelParams& p,
+                                                             const PrefillQuery& query,
+                                                             typename Traits::SharedStorage& smem,
+                                                             int thread_in_wg, int local_item,
+                                                             uint32_t pair_count) {
   using Element = typename Traits::Element;
   using cute::SM90::GMMA::Major;
   constexpr int kBoxBytes = Traits::kBoxBytes;
@@ -239,11 +248,11 @@ __device__ __forceinline__ void sparse_prefill_consumer(const SparsePrefillKerne
     }
   };
 
-  mbarrier_wait(&smem.q_ready, 0);
+  mbarrier_wait(&smem.q_ready, local_item & 1);
   fence_view_async_shared();
 
   for (int pair = 0; pair < query.num_pairs; ++pair) {
-    const uint32_t phase = pair & 1;
+    const uint32_t phase = (pair_count + pair) & 1;
     if (kWarpgroup == 1 || pair == 0) {
       if constexpr (kWarpgroup == 0) {
         issue_left(phase, true);
@@ -257,6 +266,9 @@ __device__ __forceinline__ void sparse_prefill_consumer(const SparsePrefillKerne
       wgmma_wait<0>();
       fence_registers(scores);
     }
+    // The item's last scores are done (warpgroup 0 computed them one pair ahead): Q's buffer
+    // may take the next item's rows.
+    if (pair + 1 == query.num_pairs) mbarrier_arrive(&smem.q_free);
     mbarrier_wait(&smem.valid_ready, phase);
     const TokenByteMask mask{smem.token_valid[phase][kOwn]};
     float factor[2];
@@ -357,12 +369,17 @@ __device__ __forceinline__ void sparse_prefill_consumer(const SparsePrefillKerne
     }
   }
 
+  if (query.num_pairs == 0) mbarrier_arrive(&smem.q_free);
+
   // Both warpgroups hold the same rows and the same final max; the row sum is the sum of both.
+  // (Two slots by item parity: the next item's sums may be written before the other warpgroup
+  // read these when that item has no valid token.)
+  float(&row_sum)[2][Traits::kBlockM] = smem.row_sum[local_item & 1];
   float total[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     total[i] = quad_sum(stats.sum[i]);
-    if (lane % 4 == 0) smem.row_sum[kWarpgroup][row0 + 8 * i] = total[i];
+    if (lane % 4 == 0) row_sum[kWarpgroup][row0 + 8 * i] = total[i];
   }
   named_barrier_sync(kPrefillSumReady, 256);
   float inv_sum[2];
@@ -370,7 +387,7 @@ __device__ __forceinline__ void sparse_prefill_consumer(const SparsePrefillKerne
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int row = row0 + 8 * i;
-    total[i] += smem.row_sum[1 - kWarpgroup][row];
+    total[i] += row_sum[1 - kWarpgroup][row];
     const int head = query.head_base + row;
     const bool empty = total[i] == 0.f;  // no valid token (a valid one adds at least 1)
     float sink_log2 = -INFINITY;
@@ -386,31 +403,23 @@ __device__ __forceinline__ void sparse_prefill_consumer(const SparsePrefillKerne
     }
   }
 
-  // Stage the normalised bf16 tile in this warpgroup's half of the (no longer needed) Q boxes,
-  // as SW128 boxes (conflict-free from the accumulator layout), then write whole rows.
-  char* staging = reinterpret_cast<char*>(smem.q[kWarpgroup * kHalf]);
+  // Straight from registers (no staging): Q's buffer, the only one free after the last scores,
+  // already takes the next item's rows.
+  const bool odd = lane & 1;
+  const int col0 = kWarpgroup * Traits::kColsPerWarpgroup + swapped_pair_col0(lane, odd);
 #pragma unroll
-  for (int j = 0; j < Traits::kColsPerWarpgroup / 8; ++j) {
+  for (int i = 0; i < 2; ++i) {
+    const int row = row0 + 8 * i;
+    Element* out = p.out + int64_t(query.s) * p.out_seq_stride +
+                   int64_t(query.head_base + row) * p.out_head_stride + col0;
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const uint32_t packed =
-          pack_pair<Element>(acc[4 * j + 2 * i] * inv_sum[i], acc[4 * j + 2 * i + 1] * inv_sum[i]);
-      *reinterpret_cast<uint32_t*>(staging + (j / 8) * kBoxBytes +
-                                   sw128_offset(row0 + 8 * i, j % 8) + (lane % 4) * 4) = packed;
+    for (int j = 0; j < Traits::kColsPerWarpgroup / 8; j += 2) {
+      const float4 v = swapped_pair_values(acc, i, j, inv_sum[i], odd);
+      if (row < num_rows) {
+        __stcs(reinterpret_cast<uint2*>(out + 8 * j),
+               make_uint2(pack_pair<Element>(v.x, v.y), pack_pair<Element>(v.z, v.w)));
+      }
     }
-  }
-  named_barrier_sync(kWarpgroup == 0 ? kPrefillStaging0 : kPrefillStaging1, 128);
-  constexpr int kChunksPerRow = Traits::kColsPerWarpgroup / 8;
-  Element* out = p.out + int64_t(query.s) * p.out_seq_stride +
-                 int64_t(query.head_base) * p.out_head_stride +
-                 kWarpgroup * Traits::kColsPerWarpgroup;
-#pragma unroll 4
-  for (int idx = thread_in_wg; idx < Traits::kBlockM * kChunksPerRow; idx += 128) {
-    const int row = idx / kChunksPerRow, c = idx % kChunksPerRow;
-    if (row >= num_rows) break;  // rows only grow with idx
-    const uint4 value =
-        *reinterpret_cast<const uint4*>(staging + (c / 8) * kBoxBytes + sw128_offset(row, c % 8));
-    __stcs(reinterpret_cast<uint4*>(out + int64_t(row) * p.out_head_stride + c * 8), value);
   }
 }
 
@@ -432,20 +441,39 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       }
     }
     mbarrier_init(&smem.valid_ready, 128);
+    mbarrier_init(&smem.q_free, 256);  // both consumer warpgroups
     fence_barrier_init();
   }
   __syncthreads();
 
-  const PrefillQuery query = prefill_query(p);
+  // Persistent: items blockIdx.x, + gridDim.x, ... (with an even grid the two head blocks of
+  // a token run side by side on neighbouring CTAs and share their gathers through L2). Each
+  // role walks the same items; the next item's Q and first pair load while the consumers
+  // finish the previous one's last products and write its output.
+  const auto for_each_item = [&](auto&& body) {
+    int local_item = 0;
+    uint32_t pair_count = 0;  // only its parity matters (wraps harmlessly)
+    for (int64_t item = blockIdx.x; item < p.num_items; item += gridDim.x, ++local_item) {
+      const PrefillQuery query = prefill_query(p, item);
+      body(query, local_item, pair_count);
+      pair_count += query.num_pairs;
+    }
+  };
   if (warpgroup == Traits::kProducerWarpgroup) {
     warpgroup_registers_decrease<Traits::kRegistersProducer>();
-    sparse_prefill_producer<Traits>(p, query, smem, thread % 128);
+    for_each_item([&](const PrefillQuery& query, int local_item, uint32_t pair_count) {
+      sparse_prefill_producer_item<Traits>(p, query, smem, thread % 128, local_item, pair_count);
+    });
   } else if (warpgroup == 0) {
     warpgroup_registers_increase<Traits::kRegistersConsumer>();
-    sparse_prefill_consumer<Traits, 0>(p, query, smem, thread % 128);
+    for_each_item([&](const PrefillQuery& query, int local_item, uint32_t pair_count) {
+      sparse_prefill_consumer_item<Traits, 0>(p, query, smem, thread % 128, local_item, pair_count);
+    });
   } else {
     warpgroup_registers_increase<Traits::kRegistersConsumer>();
-    sparse_prefill_consumer<Traits, 1>(p, query, smem, thread % 128);
+    for_each_item([&](const PrefillQuery& query, int local_item, uint32_t pair_count) {
+      sparse_prefill_consumer_item<Traits, 1>(p, query, smem, thread % 128, local_item, pair_count);
+    });
   }
 }
 

@@ -11,7 +11,9 @@ namespace flashmla::sm90 {
 struct SparsePrefillKernelParams {
   int seqlen_q;         // s_q
   int num_heads_q;      // h_q
-  int num_head_blocks;  // ceil(h_q / 64): CTAs per query token
+  int num_head_blocks;  // ceil(h_q / 64): work items per query token
+  int64_t num_items;    // s_q * num_head_blocks
+  int num_ctas;         // the persistent grid: min(num_items, SMs)
   int topk;
   float scale_log2;  // softmax_scale * log2(e)
 

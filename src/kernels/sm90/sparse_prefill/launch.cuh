@@ -17,11 +17,8 @@ void launch_sparse_prefill_kernel(const SparsePrefillKernelParams& params, cudaS
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            Traits::kSharedBytes),
       "cudaFuncSetAttribute(sparse_prefill_kernel)");
-  // One CTA per (query token, 64-head block) on the first grid dimension: s_q may exceed the
-  // 65535 limit of the others. The two head blocks of a token are neighbours, so they run at
-  // the same time and share their gathers through L2.
-  const int64_t num_ctas = int64_t(params.seqlen_q) * params.num_head_blocks;
-  sparse_prefill_kernel<Traits><<<dim3(static_cast<unsigned>(num_ctas)), Traits::kNumThreads,
+  // A persistent grid of one CTA per SM walks the (query token, 64-head block) items.
+  sparse_prefill_kernel<Traits><<<dim3(static_cast<unsigned>(params.num_ctas)), Traits::kNumThreads,
                                   Traits::kSharedBytes, stream>>>(params);
   flashmla::detail::check_launch("sparse_prefill_kernel");
 }

@@ -1,8 +1,8 @@
 // Tile shapes, warpgroup roles and shared-memory layout of the Hopper sparse-prefill kernel.
 //
-// One CTA = 64 query heads of one query token, over all of its top-k tokens (no split). The
-// tokens go in blocks of 64, two blocks (a "pair") at a time: block 2i into K buffer 0, block
-// 2i + 1 into buffer 1. Three warpgroups:
+// One work item = 64 query heads of one query token, over all of its top-k tokens (no split);
+// a persistent CTA walks several items (kernel.cuh). The tokens go in blocks of 64, two blocks (a
+// "pair") at a time: block 2i into K buffer 0, block 2i + 1 into buffer 1. Three warpgroups:
 //   warpgroup 0: S0 = Q K0^T, its half of the online softmax, O[:, 0:256] += P0 V0 + P1 V1;
 //   warpgroup 1: S1 = Q K1^T, its half of the online softmax, O[:, 256:512] += P1 V1 + P0 V0;
 //   warpgroup 2: the producer: gathers each block's selected rows with 16-byte cp.async
@@ -57,12 +57,13 @@ struct SparsePrefillTraits {
     Element p1[kBoxElems];                     // warpgroup 1's probabilities
     Element p0[kP0InRopeBox ? 8 : kBoxElems];  // warpgroup 0's (unless in the RoPE box)
     float row_max[kBlockM];                    // the running max handed between warpgroups
-    float row_sum[2][kBlockM];                 // per warpgroup, for the final sum
+    float row_sum[2][2][kBlockM];              // [item parity][warpgroup], for the final sum
     uint8_t token_valid[2][2][kBlockN];        // [pair parity][buffer][token]
     uint64_t q_ready;
     uint64_t k_ready[2][2];  // [buffer][half]
     uint64_t k_free[2][2];
     uint64_t valid_ready;  // token_valid of the pair written
+    uint64_t q_free;       // both consumers' last scores of an item are done
   };
   static constexpr int kSharedBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
   static_assert(kSharedBytes <= 232448, "exceeds the 227 KB of shared memory per block");
