@@ -69,6 +69,15 @@ __device__ __forceinline__ void prefetch_tma_descriptor(const CUtensorMap* map) 
   asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }
 
+// A read-only global float loaded where it is written in the program: an asm volatile load is
+// neither moved past the other volatile asm (barriers, wgmma) nor re-loaded later, so a value
+// needed after a long loop can be fetched before it and its latency hidden.
+__device__ __forceinline__ float ldg_float_now(const float* address) {
+  float value;
+  asm volatile("ld.global.nc.f32 %0, [%1];" : "=f"(value) : "l"(address));
+  return value;
+}
+
 // ---- cp.async (16-byte gathers into shared memory) -------------------------------------------
 // Copies 16 bytes from global to shared memory, or writes 16 zero bytes when !valid (nothing
 // is read then). The L2 is asked to fetch the surrounding 256 bytes (the rest of the row).
