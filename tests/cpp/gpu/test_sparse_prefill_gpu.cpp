@@ -605,6 +605,12 @@ std::vector<GpuCase> special_cases() {
   padded_3.kv_token_pad = 576;
   padded_3.indices_seq_pad = 128;
   add("padded_strides_d576_hq3", padded_3, {512, 512, 61, 125});
+  // Heads whose rows overlap (stride d_qk - 64: validation allows any multiple of 8).
+  SparsePrefillCase overlapping = make_case(576, 213, 100, 592, 384, 23);
+  overlapping.q_head_pad = -64;
+  overlapping.q_seq_pad = 64;
+  overlapping.random_topk_length = true;
+  add("overlapping_q_heads", overlapping);
   return cases;
 }
 
