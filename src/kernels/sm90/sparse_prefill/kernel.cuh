@@ -414,20 +414,16 @@ __device__ __forceinline__ void sparse_prefill_consumer_item(const SparsePrefill
 
   // Straight from registers (no staging): Q's buffer, the only one free after the last scores,
   // already takes the next item's rows.
-  const bool odd = lane & 1;
-  const int col0 = kWarpgroup * Traits::kColsPerWarpgroup + swapped_pair_col0(lane, odd);
+  const int col0 = kWarpgroup * Traits::kColsPerWarpgroup + 8 * (lane % 4);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int row = row0 + 8 * i;
     Element* out = p.out + int64_t(query.s) * p.out_seq_stride +
                    int64_t(query.head_base + row) * p.out_head_stride + col0;
 #pragma unroll
-    for (int j = 0; j < Traits::kColsPerWarpgroup / 8; j += 2) {
-      const float4 v = swapped_pair_values(acc, i, j, inv_sum[i], odd);
-      if (row < num_rows) {
-        __stcs(reinterpret_cast<uint2*>(out + 8 * j),
-               make_uint2(pack_pair<Element>(v.x, v.y), pack_pair<Element>(v.z, v.w)));
-      }
+    for (int jj = 0; jj < Traits::kColsPerWarpgroup / 8; jj += 4) {
+      const uint4 v = quad_transposed_block<Element>(acc, i, jj, inv_sum[i], lane);
+      if (row < num_rows) __stcs(reinterpret_cast<uint4*>(out + 8 * jj), v);
     }
   }
 }
