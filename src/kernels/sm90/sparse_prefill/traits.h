@@ -27,7 +27,7 @@ struct SparsePrefillTraits {
   static constexpr int kHeadDimV = 512;
   static_assert(kHeadDimQK == 576 || kHeadDimQK == 512);
 
-  static constexpr int kBlockM = 64;  // query heads per CTA
+  static constexpr int kBlockM = 64;  // query heads per work item
   static constexpr int kBlockN = 64;  // tokens per block
 
   static constexpr int kBoxCols = 64;
@@ -52,7 +52,7 @@ struct SparsePrefillTraits {
   static constexpr bool kP0InRopeBox = kHeadDimQK == 576;
 
   struct alignas(1024) SharedStorage {
-    Element q[kNumBoxesQK][kBoxElems];  // Q; the output staging area once the scores are done
+    Element q[kNumBoxesQK][kBoxElems];  // Q; refilled for the next item once its scores are done
     Element k[2][kNumBoxesQK][kBoxElems];
     Element p1[kBoxElems];                     // warpgroup 1's probabilities
     Element p0[kP0InRopeBox ? 8 : kBoxElems];  // warpgroup 0's (unless in the RoPE box)
