@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "api/checks.h"
+#include "api/device_limits.h"
 #include "flashmla/common.h"
 
 namespace flashmla {
@@ -11,7 +12,8 @@ namespace flashmla {
 namespace {
 
 struct DeviceInfo {
-  int major = 0, minor = 0, sm_count = 0;
+  int major = 0, minor = 0;
+  detail::DeviceLimits limits;
   std::string name;
 };
 
@@ -28,7 +30,12 @@ const DeviceInfo& device_info(int device) {
   DeviceInfo info;
   info.major = prop.major;
   info.minor = prop.minor;
-  info.sm_count = prop.multiProcessorCount;
+  info.limits.sm_count = prop.multiProcessorCount;
+  info.limits.threads_per_sm = prop.maxThreadsPerMultiProcessor;
+  info.limits.blocks_per_sm = prop.maxBlocksPerMultiProcessor;
+  info.limits.shared_per_sm = int(prop.sharedMemPerMultiprocessor);
+  info.limits.shared_reserved_per_block = int(prop.reservedSharedMemPerBlock);
+  info.limits.shared_per_block_optin = int(prop.sharedMemPerBlockOptin);
   info.name = prop.name;
   return cache.emplace(device, std::move(info)).first->second;
 }
@@ -48,7 +55,11 @@ void check_device_supported(int device) {
 }
 
 int device_sm_count(int device) {
-  return device_info(device).sm_count;
+  return device_info(device).limits.sm_count;
+}
+
+const detail::DeviceLimits& detail::device_limits(int device) {
+  return device_info(device).limits;
 }
 
 }  // namespace flashmla

@@ -6,13 +6,19 @@
 // - one block a row, for few rows with many splits each (b 1, h_q 128, s_k 64K: 128 rows of
 //   64 splits, so one warp a row kept 32 SMs busy through 16 load latencies): the block's
 //   warps take the splits in turn and add their sums in shared memory.
+#include <algorithm>
 #include <cmath>
+#include <mutex>
+#include <unordered_set>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "api/checks.h"
+#include "api/device_limits.h"
+#include "kernels/common/combine_spread.h"
 #include "kernels/common/combine.h"
+#include "kernels/common/sm90_ptx.cuh"
 
 namespace flashmla::kernels {
 
@@ -124,6 +130,17 @@ __device__ __forceinline__ float sink_factor(const CombineParams& p, int head, f
   return 1.f / (1.f + expf(p.attn_sink[head] - lse));
 }
 
+// The combine is launched while the decode kernel may still run (programmatic dependent
+// launch, launch_after_decode below): nothing that kernel writes is read before this wait.
+// A sequence without splits was written by the decode kernel itself, so its blocks leave at
+// once, except block (0, 0), which always waits: the combine then never completes before the
+// decode kernel, and work queued after it sees the whole output. Returns whether to leave.
+__device__ __forceinline__ bool wait_for_decode_kernel(int num_splits) {
+  if (num_splits <= 1 && (blockIdx.x | blockIdx.y) != 0) return true;
+  sm90::wait_for_primary_grid();
+  return num_splits <= 1;
+}
+
 // kSplitsInFlight partial rows are loaded before any is summed (one memory latency per step,
 // not per split). Many splits a sequence: 4 in flight, 4 warps a block (128 registers; few
 // rows still spread over the SMs). Few: 1 and 8 warps a block, for occupancy (4 in flight
@@ -132,8 +149,8 @@ template <class Element, int kSplitsInFlight, int kWarpsPerBlock>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const CombineParams p) {
   const int batch = blockIdx.y;
   const int first_split = p.num_splits[batch];
-  const int num_splits = p.num_splits[batch + 1] - first_split;
-  if (num_splits <= 1) return;  // written directly by the split-KV kernel
+  const int num_splits = p.num_splits[batch + 1] - first_split;  // the plan's, not the kernel's
+  if (wait_for_decode_kernel(num_splits)) return;  // written directly by the split-KV kernel
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int row_id = blockIdx.x * kWarpsPerBlock + warp;  // kv_head * rows_per_kv + row
   if (row_id >= p.num_heads_kv * p.rows_per_kv) return;
@@ -178,8 +195,9 @@ template <class Element, int kWarps, int kSplitsInFlight>
 __global__ void __launch_bounds__(kWarps * 32) combine_row_block_kernel(const CombineParams p) {
   const int batch = blockIdx.y;
   const int first_split = p.num_splits[batch];
-  const int num_splits = p.num_splits[batch + 1] - first_split;
-  if (num_splits <= 1) return;  // written directly by the split-KV kernel (uniform per block)
+  const int num_splits = p.num_splits[batch + 1] - first_split;  // the plan's, not the kernel's
+  if (wait_for_decode_kernel(num_splits))
+    return;  // written directly by the split-KV kernel (uniform per block)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int row_id = blockIdx.x;  // kv_head * rows_per_kv + row; the grid has one per row
   const int kv_head = row_id / p.rows_per_kv;
@@ -227,12 +245,57 @@ __global__ void __launch_bounds__(kWarps * 32) combine_row_block_kernel(const Co
   if (threadIdx.x == 0) p.lse[batch * p.lse_batch_stride + head * p.lse_head_stride + s] = lse;
 }
 
+// Lets kKernel ask for up to `bytes` of dynamic shared memory on `device` (above 48 KB a
+// kernel must opt in), once per device.
+template <auto kKernel>
+void allow_dynamic_shared(int device, int bytes) {
+  static std::mutex mutex;
+  static std::unordered_set<int> done;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (done.count(device)) return;
+  detail::check_cuda(
+      cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
+      "cudaFuncSetAttribute(combine_kernel)");
+  done.insert(device);
+}
+
+// Programmatic stream serialization: the combine may be scheduled once every CTA of the
+// decode kernel before it has its last tile under way (allow_dependent_launch), which hides
+// its launch behind that kernel's tail (FlashMLA launches its combine the same way). Its
+// blocks are then placed on whichever SMs the decode kernel frees first, as many as fit there
+// (4 of the four-warp instance): sparse b 2 and dense b 4 ran their combine on a few SMs and
+// took 2 us longer than when launched after the kernel. Unused dynamic shared memory caps them
+// at the count an ordinary launch places (combine_spread.h); measured in docs/perf-notes.md.
+template <auto kKernel>
+void launch_after_decode(dim3 grid, int threads, int static_shared, const CombineParams& params,
+                         cudaStream_t stream) {
+  int device = 0;
+  detail::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  const detail::DeviceLimits& limits = detail::device_limits(device);
+  const int dynamic_shared =
+      combine_spread_shared_bytes(int64_t(grid.x) * grid.y, threads, static_shared, limits);
+  if (dynamic_shared > 0) {
+    allow_dynamic_shared<kKernel>(device, limits.shared_per_block_optin - static_shared);
+  }
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(threads);
+  config.dynamicSmemBytes = size_t(dynamic_shared);
+  config.stream = stream;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  detail::check_cuda(cudaLaunchKernelEx(&config, kKernel, params), "combine_kernel launch");
+}
+
 template <class Element, int kSplitsInFlight, int kWarpsPerBlock>
 void launch_instance(const CombineParams& params, cudaStream_t stream) {
   const int rows = params.num_heads_kv * params.rows_per_kv;
   const dim3 grid((rows + kWarpsPerBlock - 1) / kWarpsPerBlock, params.batch);
-  combine_kernel<Element, kSplitsInFlight, kWarpsPerBlock>
-      <<<grid, kWarpsPerBlock * 32, 0, stream>>>(params);
+  launch_after_decode<combine_kernel<Element, kSplitsInFlight, kWarpsPerBlock>>(
+      grid, kWarpsPerBlock * 32, 0, params, stream);
 }
 
 // The plan gives the sequences batch + num_parts - 1 splits at most. Few rows (a warp each:
@@ -246,7 +309,8 @@ void launch_for_plan(const CombineParams& params, cudaStream_t stream) {
   if (rows <= 256 && params.num_parts >= 8 * params.batch) {
     constexpr int kWarps = 8;
     const dim3 grid(params.num_heads_kv * params.rows_per_kv, params.batch);
-    combine_row_block_kernel<Element, kWarps, 4><<<grid, kWarps * 32, 0, stream>>>(params);
+    launch_after_decode<combine_row_block_kernel<Element, kWarps, 4>>(
+        grid, kWarps * 32, kWarps * kHeadDimV * int(sizeof(float)), params, stream);
   } else if (params.num_parts >= 3 * params.batch) {
     launch_instance<Element, 4, 4>(params, stream);
   } else {

@@ -184,6 +184,21 @@ __device__ __forceinline__ void cluster_sync() {
                    : "memory");
 }
 
+// ---- programmatic dependent launch -------------------------------------------------------
+// A decode kernel lets the stream's next kernel, the combine (launched with programmatic
+// stream serialization, kernels/common/combine.cu), be scheduled before it ends, so that the
+// combine's launch overlaps the kernel's tail. A CTA calls allow_dependent_launch() once its
+// last tile is under way, as FlashMLA's kernels do before their last epilogue: the combine is
+// scheduled only when every CTA of the grid has called it or exited. The combine reads nothing
+// this grid wrote before wait_for_primary_grid(), which returns once this grid has completed
+// and its memory is visible. Both are no-ops in a kernel launched without the attribute.
+__device__ __forceinline__ void allow_dependent_launch() {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+__device__ __forceinline__ void wait_for_primary_grid() {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+}
+
 // ---- register reallocation between warpgroups (needs a register cap at kernel entry) ---------
 template <uint32_t kRegisters>
 __device__ __forceinline__ void warpgroup_registers_increase() {

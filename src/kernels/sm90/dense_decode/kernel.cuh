@@ -294,6 +294,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
             acc, probs, rescale, desc_advance(v_desc, stage * kStageBytes));
         if (lane == 0) mbarrier_arrive(&smem.empty_barrier[stage]);
       }
+      if (batch == range.end_batch && thread_in_wg == 0) allow_dependent_launch();
 
       // Row statistics for both warpgroups' epilogues.
       float inv_sum[2], lse[2];

@@ -273,6 +273,9 @@ __device__ __forceinline__ void few_heads_consumer(const SparseDecodeKernelParam
       for (int box = 0; box < 8; ++box) fence_registers(acc[box]);
       if (lane == 0) mbarrier_arrive(&smem.empty_barrier[stage]);
     }
+    if (batch == range.end_batch && thread == 0) {
+      allow_dependent_launch();  // the combine may be scheduled (sm90_ptx.cuh)
+    }
 
     // The heads' sums over all 128 threads, the output scale and the log-sum-exp.
 #pragma unroll

@@ -142,6 +142,10 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
             acc, probs, rescale, desc_advance(v_desc, stage * kStageBytes));
         if (lane == 0) release_stage(stage);
       }
+      // (With the crossover the producer allows it: here it made ptxas spill in that kernel.)
+      if (!Traits::kCrossover && batch == range.end_batch && thread_in_wg == 0) {
+        allow_dependent_launch();
+      }
 
       float inv_sum[2];
 #pragma unroll
@@ -215,6 +219,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     // With the crossover the CTA's rank is its round; otherwise the producer gathers both.
     const int first_round = Traits::kCrossover ? int(cluster_cta_rank()) : 0;
     sparse_decode_producer<Traits>(p, range, s, smem, thread % 128, first_round);
+    // Its last tile is gathered: the consumers' last tile and epilogue remain. (In the kernel
+    // without the crossover warpgroup 0 allows it: here it made ptxas spill in that one.)
+    if (Traits::kCrossover && thread % 128 == 0) allow_dependent_launch();
   } else if (warpgroup == 0) {
     warpgroup_registers_increase<Traits::kRegistersWg0>();
     sparse_decode_consumer<Traits, 0>(p, range, m_block, s, smem, thread);
