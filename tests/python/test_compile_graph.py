@@ -150,3 +150,22 @@ def test_cuda_graph_with_sched_meta():
     graph.replay()
     torch.cuda.synchronize()
     check_against_reference(inputs, out, lse)
+
+
+def test_cuda_graph_replays_sequences_cut_in_two():
+    # Many sequences: the plan cuts some in exactly two (the combine's few-splits path, launched
+    # by programmatic dependent launch); three replays of one graph, each on new values, with
+    # the outputs poisoned before each.
+    lengths = [(i * 977) % 3000 + 64 for i in range(96)]
+    inputs = new_inputs(lengths)
+    metadata, num_splits = flash_mla.get_mla_metadata(inputs.cache_seqlens, S_Q * H_Q // H_KV, H_KV)
+    splits = (num_splits[1:] - num_splits[:-1]).cpu()
+    assert bool((splits == 2).any()), "the plan has no sequence cut in two"
+    graph, (out, lse) = capture(lambda: decode(inputs, metadata, num_splits))
+    for seed in (51, 52, 53):
+        refill_(inputs, seed=seed)
+        out.fill_(float("nan"))
+        lse.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        check_against_reference(inputs, out, lse)
