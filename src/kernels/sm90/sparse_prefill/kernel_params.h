@@ -13,7 +13,7 @@ struct SparsePrefillKernelParams {
   int num_heads_q;      // h_q
   int num_head_blocks;  // ceil(h_q / 64): work items per query token
   int64_t num_items;    // s_q * num_head_blocks
-  int num_ctas;         // the persistent grid: min(num_items, SMs)
+  int num_ctas;         // the persistent grid: min(num_items, SMs rounded down to even)
   int topk;
   float scale_log2;  // softmax_scale * log2(e)
 
