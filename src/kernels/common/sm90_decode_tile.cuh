@@ -67,8 +67,10 @@ __device__ __forceinline__ void accumulate_pv_from_registers(float (&acc)[kCols 
 }
 
 // Warpgroup 1's share: 320 columns as 256 + 64 (acc, acc_tail) with P from the shared box
-// p_desc. v_desc / v_desc_tail address the stage's V columns of each part. Waits.
-template <bool kIsBF16>
+// p_desc. v_desc / v_desc_tail address the stage's V columns of each part (64-column boxes of
+// 8 KB). kMaxCols 128 issues the 256 as two m64n128 products (kernels launched with 128
+// registers a thread, where one m64n256 does not fit). Waits.
+template <bool kIsBF16, int kMaxCols = 256>
 __device__ __forceinline__ void accumulate_pv_from_shared(float (&acc)[128], float (&acc_tail)[32],
                                                           const float (&rescale)[2],
                                                           uint64_t p_desc, uint64_t v_desc,
@@ -79,8 +81,17 @@ __device__ __forceinline__ void accumulate_pv_from_shared(float (&acc)[128], flo
   wgmma_fence();
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    gmma_ss<kIsBF16, Major::MN, 256>(desc_advance(p_desc, k * 32), desc_advance(v_desc, k * 2048),
-                                     acc);
+    if constexpr (kMaxCols >= 256) {
+      gmma_ss<kIsBF16, Major::MN, 256>(desc_advance(p_desc, k * 32), desc_advance(v_desc, k * 2048),
+                                       acc);
+    } else {
+      float(&lo)[64] = *reinterpret_cast<float(*)[64]>(&acc[0]);
+      float(&hi)[64] = *reinterpret_cast<float(*)[64]>(&acc[64]);
+      gmma_ss<kIsBF16, Major::MN, 128>(desc_advance(p_desc, k * 32), desc_advance(v_desc, k * 2048),
+                                       lo);
+      gmma_ss<kIsBF16, Major::MN, 128>(desc_advance(p_desc, k * 32),
+                                       desc_advance(v_desc, 2 * 8192 + k * 2048), hi);
+    }
     gmma_ss<kIsBF16, Major::MN, 64>(desc_advance(p_desc, k * 32),
                                     desc_advance(v_desc_tail, k * 2048), acc_tail);
   }

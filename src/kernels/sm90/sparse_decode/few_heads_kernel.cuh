@@ -183,8 +183,8 @@ __device__ __forceinline__ void few_heads_consumer(const SparseDecodeKernelParam
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
 #pragma unroll
-          for (int w = 0; w < 4; ++w) {
-            valid_bits |= uint64_t(smem.token_valid[stage][r][w]) << (32 * r + 8 * w);
+          for (int w = 0; w < 4 * Traits::kProducersPerRound; ++w) {
+            valid_bits |= uint64_t(smem.token_valid[stage][r][w]) << (32 * r + 8 * (w % 4));
           }
         }
       }
@@ -326,8 +326,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     few_heads_consumer<Traits>(p, range, s, smem, thread);
   } else {
     warpgroup_registers_set<Traits::kRegistersProducer, Traits::kLaunchRegisters>();
-    // Producer 1 gathers the first 32 tokens of every tile, producer 2 the last 32.
-    sparse_decode_producer<Traits>(p, range, s, smem, thread % 128, warpgroup - 1);
+    // Producers 1 (and 2) gather the first 32 tokens of every tile, the others the last 32.
+    const int producer = warpgroup - 1;
+    sparse_decode_producer<Traits>(p, range, s, smem, thread % 128,
+                                   producer / Traits::kProducersPerRound,
+                                   producer % Traits::kProducersPerRound);
   }
 }
 

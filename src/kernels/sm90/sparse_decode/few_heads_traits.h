@@ -9,9 +9,9 @@
 //                                               B = P^T (K-major: a row of 64 tokens a head)
 // so the tensor FLOPs scale with h_q (the wgmma count does not: a 64 x 16 x 16 product costs
 // about what a 64 x 64 x 16 one does, docs/perf-notes.md) and O^T takes 512 kHeads / 128 = 64
-// or 128 registers a thread. One warpgroup does all of the math; the other two are producers,
-// one 32-token round of every tile each (the 64-head kernel's producer code), so twice the rows
-// are in flight.
+// or 128 registers a thread. One warpgroup does all of the math; the others are producers (the
+// 64-head kernel's producer code): two, one 32-token round of every tile each, so twice the
+// rows are in flight; at h_q 16 with FP8 rows four, half a round each.
 #pragma once
 
 #include <cstdint>
@@ -40,7 +40,13 @@ struct SparseDecodeFewHeadsTraits {
   static constexpr bool kCrossover = false;
   static constexpr int kClusterSize = 1;
   static constexpr int kProducerRounds = 1;
-  static constexpr int kNumProducers = 2;
+  // h_q 16 with FP8 rows: two producers a round, each gathering half of it (one token an
+  // octet, a thread), four in all, 640 threads: -2 to -4% (docs/perf-notes.md). h_q 32 (its
+  // consumer needs 200 registers, leaving 64 a producer thread, which spill there: +6-8%) and
+  // bf16 rows (quads): one a round.
+  static constexpr int kProducersPerRound =
+      kFormat != KVCacheFormat::kBFloat16 && kHeads == 16 ? 2 : 1;
+  static constexpr int kNumProducers = 2 * kProducersPerRound;
   static constexpr bool kUnsignedIndexCheck = false;  // measured: token_gather.cuh
 
   static constexpr int kBlockN = kDecodeTileTokens;  // selected tokens per tile
@@ -56,17 +62,20 @@ struct SparseDecodeFewHeadsTraits {
   static_assert(kHeadBoxBytes % 1024 == 0);  // whole 8-row swizzle atoms
 
   static constexpr int kNumStages = 2;
-  static constexpr int kNumThreads = 384;
-  static constexpr int kNumConsumerThreads = 128;  // warpgroup 0; warpgroups 1 and 2 produce
+  static constexpr int kNumConsumerThreads = 128;  // warpgroup 0; the others produce
   static constexpr int kNumProducerThreads = 128 * kNumProducers;
+  static constexpr int kNumThreads = kNumConsumerThreads + kNumProducerThreads;
 
-  // Registers a thread after setmaxnreg (multiples of 8, summing to at most 3 x the launch's
-  // 65536 / 384 = 168): the consumer holds O^T (64 or 128) and S^T (8 or 16); the producers
-  // get the rest.
+  // Registers a thread after setmaxnreg (multiples of 8, summing to at most the launch's
+  // 65536 / 384 = 168 or 65536 / 640 = 96 a thread times the warpgroups): the consumer holds
+  // O^T (64 or 128) and S^T (8 or 16); the producers share the rest.
   static constexpr int kLaunchRegisters = 65536 / kNumThreads / 8 * 8;
+  static constexpr int kWarpgroups = kNumThreads / 128;
   static constexpr int kRegistersConsumer = kHeads == 16 ? 136 : 200;
-  static constexpr int kRegistersProducer = (3 * kLaunchRegisters - kRegistersConsumer) / 2 / 8 * 8;
-  static_assert(kRegistersConsumer + 2 * kRegistersProducer <= 3 * kLaunchRegisters);
+  static constexpr int kRegistersProducer =
+      (kWarpgroups * kLaunchRegisters - kRegistersConsumer) / kNumProducers / 8 * 8;
+  static_assert(kRegistersConsumer + kNumProducers * kRegistersProducer <=
+                kWarpgroups * kLaunchRegisters);
 
   struct alignas(1024) SharedStorage {
     Element k[kNumStages][kNumBoxesQK][kBoxElems];
@@ -76,8 +85,9 @@ struct SparseDecodeFewHeadsTraits {
     float partial_sum[kHeads][4];     // at a sequence's end: each consumer warp's sum
     // Bit j of token_valid[stage][round][warp]: token 32 round + 8 warp + j of the stage's
     // tile is attended (one word per producer warp and round).
-    uint32_t token_valid[kNumStages][2][4];
-    uint64_t full_barrier[kNumStages];   // both producers' 256 threads stored their rows
+    // With two producers a round, word 4 h + w is producer h's warp w (its bits in nibble h).
+    uint32_t token_valid[kNumStages][2][4 * kProducersPerRound];
+    uint64_t full_barrier[kNumStages];   // every producer thread stored its rows
     uint64_t empty_barrier[kNumStages];  // the 4 consumer warps left the stage
   };
   static constexpr int kSharedBytes = sizeof(SharedStorage) + 1024;  // + alignment slack

@@ -120,8 +120,8 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
 #pragma unroll
-            for (int w = 0; w < 4; ++w) {
-              valid_bits |= uint64_t(smem.token_valid[stage][r][w]) << (32 * r + 8 * w);
+            for (int w = 0; w < 4 * Traits::kProducersPerRound; ++w) {
+              valid_bits |= uint64_t(smem.token_valid[stage][r][w]) << (32 * r + 8 * (w % 4));
             }
           }
         }
@@ -175,9 +175,9 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
         named_barrier_sync(kSparseProbsReady, kConsumers);
         float rescale[2];
         load_owned_rows(smem.row_scale, warp_in_wg, lane, rescale);
-        accumulate_pv_from_shared<true>(acc, acc_tail, rescale, p_desc,
-                                        desc_advance(v_desc, stage * kStageBytes),
-                                        desc_advance(v_desc_tail, stage * kStageBytes));
+        accumulate_pv_from_shared<true, Traits::kMaxPvCols>(
+            acc, acc_tail, rescale, p_desc, desc_advance(v_desc, stage * kStageBytes),
+            desc_advance(v_desc_tail, stage * kStageBytes));
         if (lane == 0) release_stage(stage);
         if (tile + 1 < tiles.last) named_barrier_sync(kSparseProbsFree, kConsumers);
       }
@@ -214,14 +214,16 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     __syncthreads();
   }
 
-  if (warpgroup == Traits::kProducerWarpgroup) {
+  if (warpgroup >= Traits::kProducerWarpgroup) {
     warpgroup_registers_decrease<Traits::kRegistersProducer>();
     // With the crossover the CTA's rank is its round; otherwise the producer gathers both.
     const int first_round = Traits::kCrossover ? int(cluster_cta_rank()) : 0;
-    sparse_decode_producer<Traits>(p, range, s, smem, thread % 128, first_round);
+    const int half =  // the producer's share of the round
+        Traits::kProducersPerRound == 1 ? 0 : warpgroup - Traits::kProducerWarpgroup;
+    sparse_decode_producer<Traits>(p, range, s, smem, thread % 128, first_round, half);
     // Its last tile is gathered: the consumers' last tile and epilogue remain. (In the kernel
     // without the crossover warpgroup 0 allows it: here it made ptxas spill in that one.)
-    if (Traits::kCrossover && thread % 128 == 0) allow_dependent_launch();
+    if (Traits::kCrossover && thread == 128 * Traits::kProducerWarpgroup) allow_dependent_launch();
   } else if (warpgroup == 0) {
     warpgroup_registers_increase<Traits::kRegistersWg0>();
     sparse_decode_consumer<Traits, 0>(p, range, m_block, s, smem, thread);

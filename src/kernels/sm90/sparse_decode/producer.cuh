@@ -1,14 +1,17 @@
 // The sparse-decode producer: one warpgroup that gathers a tile's selected cache rows,
 // dequantizes them to bf16 and stores them into a shared-memory stage in the SW128 layout
 // wgmma reads. Shared by the 64-head kernel (kernel.cuh: one producer, both 32-token rounds of
-// a tile, or with the crossover the round of its CTA, also stored into the peer CTA) and the
-// few-heads kernel (few_heads_kernel.cuh: two producers, one round each).
+// a tile, or with the crossover the round of its CTA, also stored into the peer CTA; the V3.2
+// crossover has two producers, half the round each) and the few-heads kernel
+// (few_heads_kernel.cuh: two producers, one round each, or at h_q 16 four, half a round each).
 //
 // What a kernel's Traits provide: kFormat, kHeadDimQK, kCrossover, kProducerRounds (rounds one
-// producer gathers per tile), kNumStages, kBoxBytes, kTileBytes, kPeerBytesPerTile (crossover),
+// producer gathers per tile), kProducersPerRound (1, or 2 producers sharing each round, one
+// octet token a thread), kNumStages, kBoxBytes, kTileBytes, kPeerBytesPerTile (crossover),
 // kUnsignedIndexCheck (token_gather.cuh, locate_token), and a SharedStorage with
-// k[stage][box][...], token_valid[stage][2][4] and the barriers full_barrier (one arrival per
-// producer thread), empty_barrier and, with the crossover, peer_full_barrier.
+// k[stage][box][...], token_valid[stage][2][4 * kProducersPerRound] and the barriers
+// full_barrier (one arrival per producer thread), empty_barrier and, with the crossover,
+// peer_full_barrier.
 #pragma once
 
 #include <cstdint>
@@ -47,7 +50,7 @@ __device__ __forceinline__ void init_stage_barriers(typename Traits::SharedStora
 template <class Traits>
 using ProducerGather =
     std::conditional_t<Traits::kProducerRounds == 1 && Traits::kFormat != KVCacheFormat::kBFloat16,
-                       TokenOctets<Traits::kFormat>,
+                       TokenOctets<Traits::kFormat, 2 / Traits::kProducersPerRound>,
                        TokenQuarter<Traits::kFormat, Traits::kHeadDimQK>>;
 
 // The cache indices of the tokens one producer thread gathers for a tile: kTokens (the
@@ -113,7 +116,8 @@ __device__ __forceinline__ void prefetch_tile_rows(const SparseDecodeKernelParam
 // A producer warpgroup: for every tile of the part, gathers its selected rows (with the
 // kernel's ProducerGather mapping; Traits::kProducerRounds rounds of 32 tokens starting at
 // round `first_round`: both rounds, or with the crossover the round of this CTA, whose rows it
-// also sends to the peer CTA, or in the few-heads kernel the round of this producer), waits
+// also sends to the peer CTA, or in the few-heads kernel the round of this producer; with two
+// producers a round, `half` says which half of its tokens this one takes), waits
 // for the stage to be free (in both CTAs), stores them dequantized, publishes which tokens are
 // valid and arrives on the stage's full barrier. The row loads are issued before the wait for a
 // free stage, the next tile's indices are loaded while this tile's rows are in flight, and the
@@ -125,7 +129,8 @@ template <class Traits>
 __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelParams& p,
                                                        const DecodePartRange& range, int s,
                                                        typename Traits::SharedStorage& smem,
-                                                       int thread_in_wg, int first_round) {
+                                                       int thread_in_wg, int first_round,
+                                                       int half = 0) {
   using Gather = ProducerGather<Traits>;
   using Slot = typename Gather::Slot;
   constexpr KVCacheFormat kFormat = Traits::kFormat;
@@ -134,6 +139,9 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
   constexpr int kTokens = Gather::kTokens;          // tokens a thread takes per round
   static_assert(kRounds == 1 || kRounds == 2);
   static_assert(!kCrossover || kRounds == 1);
+  // With two producers a round each takes its half of the round's tokens (octets, one a thread).
+  constexpr int kHalves = Traits::kProducersPerRound;
+  static_assert(kHalves == 1 || (kHalves == 2 && kRounds == 1 && kTokens == 1));
   // Both rounds' loads in flight at once only when their registers fit easily (never for the
   // FP8 and BF16 quarters today: with both FP8 rounds in flight ptxas spills and the h_q 64
   // rows took 16% longer, measured side by side, docs/perf-notes.md).
@@ -150,7 +158,7 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
   Slot slots[kRounds][kTokens];
 #pragma unroll
   for (int k = 0; k < kTokens; ++k) {
-    round_token[k] = first_round * 32 + Gather::token_in_round(warp, lane, k);
+    round_token[k] = first_round * 32 + Gather::token_in_round(warp, lane, k + half * kTokens);
   }
 #pragma unroll
   for (int r = 0; r < kRounds; ++r) {
@@ -179,7 +187,7 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
       // this CTA expects the peer's bytes for it. A CTA-scope wait: an acquire at cluster
       // scope compiles to CCTL.IVALL, invalidating the L1 lines the gathers allocate.
       mbarrier_wait(&smem.empty_barrier[stage], phase ^ 1);
-      if (thread_in_wg == 0) {
+      if (thread_in_wg == 0 && half == 0) {
         mbarrier_arrive_expect_tx(&smem.peer_full_barrier[stage], Traits::kPeerBytesPerTile);
       }
     } else {
@@ -188,11 +196,11 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
   };
   const auto publish_valid = [&](int stage, int round, const bool(&valid)[kTokens],
                                  uint32_t peer_barrier) {
-    const uint32_t word = Gather::valid_word(valid);  // warp-collective
+    const uint32_t word = Gather::valid_word(valid, half * kTokens);  // warp-collective
     if (lane == 0) {
-      smem.token_valid[stage][round][warp] = word;
+      smem.token_valid[stage][round][4 * half + warp] = word;
       if constexpr (kCrossover) {
-        const uint32_t offset = uint32_t(((stage * 2 + round) * 4 + warp) * 4);
+        const uint32_t offset = uint32_t(((stage * 2 + round) * 4 * kHalves + 4 * half + warp) * 4);
         store_async_peer(peer_valid + offset, word, peer_barrier);
       }
     }

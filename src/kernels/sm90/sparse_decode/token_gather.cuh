@@ -10,7 +10,8 @@
 //  - token octets (TokenOctets; FP8 rows gathered one round a producer: the crossover, whose
 //    stores also go to the peer CTA by st.async, and the few-heads kernel's two producers):
 //    the 8 threads of an octet take one token, lane c the chunk c (8
-//    columns) of every box, two tokens a thread per 32-token round. Each 8-lane phase of a
+//    columns) of every box, two tokens a thread per 32-token round (one where two producers
+//    share a round). Each 8-lane phase of a
 //    store then writes one token's whole 128-byte row of a box, contiguous in the peer's shared
 //    memory too. With quads every phase wrote eight 16-byte pieces of eight rows, and the
 //    distributed-shared-memory traffic cost twice FlashMLA's for the same bytes (side by side,
@@ -170,15 +171,18 @@ struct QuadMapping {
     return QuarterSlot(token, quarter);
   }
   // Lanes 0..7 hold the warp's 8 tokens in order.
-  static __device__ __forceinline__ uint32_t valid_word(const bool (&valid)[1]) {
+  static __device__ __forceinline__ uint32_t valid_word(const bool (&valid)[1], int) {
     return __ballot_sync(0xffffffffu, valid[0]) & 0xffu;
   }
 };
 
-// The octet mapping's part of TokenOctets: two tokens a thread, octet o = lane / 8 of warp w
-// takes tokens 8w + o and 8w + 4 + o of the round, lane c = lane % 8 their chunk c.
+// The octet mapping's part of TokenOctets: kTokensPerThread tokens a thread; octet o = lane / 8
+// of warp w takes tokens 8w + 4k + o of the round (k = 0, 1: both, or with two producers a
+// round the producer's one, k = its half), lane c = lane % 8 their chunk c.
+template <int kTokensPerThread>
 struct OctetMapping {
-  static constexpr int kTokens = 2;
+  static constexpr int kTokens = kTokensPerThread;
+  static_assert(kTokens == 1 || kTokens == 2);
   using Slot = uint32_t;  // byte offset of the thread's chunk of the token within a box
   static __device__ __forceinline__ int token_in_round(int warp, int lane, int k) {
     return warp * 8 + 4 * k + (lane >> 3);
@@ -187,13 +191,14 @@ struct OctetMapping {
   static __device__ __forceinline__ Slot slot(int token, int chunk) {
     return sw128_offset(token, chunk);
   }
-  static __device__ __forceinline__ uint32_t valid_word(const bool (&valid)[2]) {
+  // Bit 4k + o: token 8w + 4k + o (first_k: the k of the thread's first token).
+  static __device__ __forceinline__ uint32_t valid_word(const bool (&valid)[kTokens], int first_k) {
     uint32_t word = 0;
 #pragma unroll
-    for (int k = 0; k < 2; ++k) {
+    for (int k = 0; k < kTokens; ++k) {
       const uint32_t ballot = __ballot_sync(0xffffffffu, valid[k]);
 #pragma unroll
-      for (int o = 0; o < 4; ++o) word |= ((ballot >> (8 * o)) & 1u) << (4 * k + o);
+      for (int o = 0; o < 4; ++o) word |= ((ballot >> (8 * o)) & 1u) << (4 * (k + first_k) + o);
     }
     return word;
   }
@@ -401,8 +406,11 @@ struct TokenQuarter<KVCacheFormat::kBFloat16, kHeadDimQK> : QuadMapping {
 // Token octets, fp8 rows only (the crossover's formats; bf16 rows have no crossover). Lane c
 // holds, for each of its two tokens, the 8 fp8 values of chunk c of every NoPE box (8-byte
 // loads) and the 8 bf16 values of chunk c of the RoPE box.
-template <KVCacheFormat kFormat>
-struct TokenOctets : OctetMapping {
+template <KVCacheFormat kFormat, int kTokensPerThread = 2>
+struct TokenOctets : OctetMapping<kTokensPerThread> {
+  using Mapping = OctetMapping<kTokensPerThread>;
+  using Mapping::kTokens;
+  using Slot = typename Mapping::Slot;
   using Format = Fp8RowFormat<kFormat>;
   static constexpr int kNopeBoxes = Format::kNopeBoxes;
   uint2 nope[kTokens][kNopeBoxes];
