@@ -48,12 +48,12 @@ __device__ __forceinline__ void store_probs_sw128(void* p_box, const uint32_t (&
 
 // Warpgroup 0's share of O = O * rescale + P V: columns [0, kCols) with P from registers (the
 // packed probabilities of online_softmax). v_desc addresses the stage's V as an MN-major B
-// operand (64-column boxes kBoxBytes apart). Waits for the result.
+// operand (64-column boxes kBoxBytes apart). Issues the products; finish_pv waits for them.
 template <bool kIsBF16, int kCols>
-__device__ __forceinline__ void accumulate_pv_from_registers(float (&acc)[kCols / 2],
-                                                             const uint32_t (&probs)[16],
-                                                             const float (&rescale)[2],
-                                                             uint64_t v_desc) {
+__device__ __forceinline__ void issue_pv_from_registers(float (&acc)[kCols / 2],
+                                                        const uint32_t (&probs)[16],
+                                                        const float (&rescale)[2],
+                                                        uint64_t v_desc) {
   rescale_rows(acc, rescale);
   wgmma_fence();
 #pragma unroll
@@ -62,8 +62,20 @@ __device__ __forceinline__ void accumulate_pv_from_registers(float (&acc)[kCols 
                                                          desc_advance(v_desc, k * 2048), acc);
   }
   wgmma_commit();
+}
+template <int N>
+__device__ __forceinline__ void finish_pv(float (&acc)[N]) {
   wgmma_wait<0>();
   fence_registers(acc);
+}
+// Both: issues warpgroup 0's share and waits for it.
+template <bool kIsBF16, int kCols>
+__device__ __forceinline__ void accumulate_pv_from_registers(float (&acc)[kCols / 2],
+                                                             const uint32_t (&probs)[16],
+                                                             const float (&rescale)[2],
+                                                             uint64_t v_desc) {
+  issue_pv_from_registers<kIsBF16, kCols>(acc, probs, rescale, v_desc);
+  finish_pv(acc);
 }
 
 // Warpgroup 1's share: 320 columns as 256 + 64 (acc, acc_tail) with P from the shared box

@@ -136,10 +136,10 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
           smem.row_scale[16 * warp_in_wg + lane / 4 + 8] = rescale[1];
         }
         fence_view_async_shared();
+        issue_pv_from_registers<true, Traits::kColsWg0>(acc, probs, rescale,
+                                                        desc_advance(v_desc, stage * kStageBytes));
         named_barrier_sync(kSparseProbsReady, kConsumers);
-
-        accumulate_pv_from_registers<true, Traits::kColsWg0>(
-            acc, probs, rescale, desc_advance(v_desc, stage * kStageBytes));
+        finish_pv(acc);
         if (lane == 0) release_stage(stage);
       }
       // (With the crossover the producer allows it: here it made ptxas spill in that kernel.)
