@@ -63,6 +63,7 @@ __device__ __forceinline__ void issue_pv_from_registers(float (&acc)[kCols / 2],
   }
   wgmma_commit();
 }
+// Waits for the products issue_pv_from_registers issued into acc.
 template <int N>
 __device__ __forceinline__ void finish_pv(float (&acc)[N]) {
   wgmma_wait<0>();

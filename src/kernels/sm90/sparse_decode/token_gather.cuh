@@ -9,12 +9,11 @@
 //    pieces spread evenly over the 32 banks (conflict-free).
 //  - token octets (TokenOctets; FP8 rows gathered one round a producer: the crossover, whose
 //    stores also go to the peer CTA by st.async, and the few-heads kernel's two producers):
-//    the 8 threads of an octet take one token, lane c the chunk c (8
-//    columns) of every box, two tokens a thread per 32-token round (one where two producers
-//    share a round). Each 8-lane phase of a
-//    store then writes one token's whole 128-byte row of a box, contiguous in the peer's shared
-//    memory too. With quads every phase wrote eight 16-byte pieces of eight rows, and the
-//    distributed-shared-memory traffic cost twice FlashMLA's for the same bytes (side by side,
+//    the 8 threads of an octet take one token, lane c the chunk c (8 columns) of every box, two
+//    tokens a thread per 32-token round (one where two producers share a round). Each 8-lane
+//    phase of a store then writes one token's whole 128-byte row of a box, contiguous in the
+//    peer's shared memory too. With quads every phase wrote eight 16-byte pieces of eight rows, and
+//    the distributed-shared-memory traffic cost twice FlashMLA's for the same bytes (side by side,
 //    peer stores alone: +1209 us against +582 us on the V3.2 h_q 128 top-k 16384 row; octets:
 //    -5 to -9% time on the h_q 128 rows, docs/perf-notes.md).
 // Interface (what the producer uses): kTokens (tokens a thread takes per round),
@@ -170,7 +169,7 @@ struct QuadMapping {
   static __device__ __forceinline__ Slot slot(int token, int quarter) {
     return QuarterSlot(token, quarter);
   }
-  // Lanes 0..7 hold the warp's 8 tokens in order.
+  // Lanes 0..7 hold the warp's 8 tokens in order (quads never share a round: no first token).
   static __device__ __forceinline__ uint32_t valid_word(const bool (&valid)[1], int) {
     return __ballot_sync(0xffffffffu, valid[0]) & 0xffu;
   }
@@ -404,8 +403,9 @@ struct TokenQuarter<KVCacheFormat::kBFloat16, kHeadDimQK> : QuadMapping {
 };
 
 // Token octets, fp8 rows only (the crossover's formats; bf16 rows have no crossover). Lane c
-// holds, for each of its two tokens, the 8 fp8 values of chunk c of every NoPE box (8-byte
-// loads) and the 8 bf16 values of chunk c of the RoPE box.
+// holds, for each of its tokens (two, or one where two producers share a round), the 8 fp8
+// values of chunk c of every NoPE box (8-byte loads) and the 8 bf16 values of chunk c of the
+// RoPE box.
 template <KVCacheFormat kFormat, int kTokensPerThread = 2>
 struct TokenOctets : OctetMapping<kTokensPerThread> {
   using Mapping = OctetMapping<kTokensPerThread>;
