@@ -50,7 +50,9 @@ struct RowStats {
   float sum[2];  // this thread's share of the running sum (reduced over the quad at the end)
 };
 
-// Which tokens of a tile each row may attend, for online_softmax.
+// Which tokens of a tile each row may attend, for online_softmax. A mask's for_lane(col0) is
+// the same mask seen from a thread whose columns are col0 + 8 j + c: valid(i, 8 j + c) then
+// tests constant positions (for the bit mask one AND a column instead of a 64-bit shift).
 // Dense decoding: a token limit per row (sequence end, causal mask).
 struct RowLimitMask {
   int tile_token0;   // first token of the tile
@@ -64,18 +66,25 @@ struct RowLimitMask {
   __device__ __forceinline__ bool valid(int i, int col) const {
     return !any_masked || tile_token0 + col < row_limit[i];
   }
+  __device__ __forceinline__ RowLimitMask for_lane(int col0) const {
+    RowLimitMask m = *this;
+    m.tile_token0 += col0;
+    return m;
+  }
 };
 
 // Sparse decoding: one validity bit per token of the tile, the same for every row.
 struct TokenBitMask {
   uint64_t bits;
   __device__ __forceinline__ bool valid(int, int col) const { return (bits >> col) & 1; }
+  __device__ __forceinline__ TokenBitMask for_lane(int col0) const { return {bits >> col0}; }
 };
 
 // Sparse prefill: one validity byte per token of the tile (0 = skipped), the same for every row.
 struct TokenByteMask {
   const uint8_t* bytes;  // [64] in shared memory
   __device__ __forceinline__ bool valid(int, int col) const { return bytes[col] != 0; }
+  __device__ __forceinline__ TokenByteMask for_lane(int col0) const { return {bytes + col0}; }
 };
 
 // Masks S (invalid tokens become -inf), updates the running max/sum and turns S into
@@ -86,7 +95,7 @@ template <class Element, class Mask>
 __device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_packed)[16],
                                                RowStats& stats, float (&rescale)[2],
                                                float scale_log2, const Mask& mask, int lane) {
-  const int col0 = 2 * (lane % 4);
+  const Mask lane_mask = mask.for_lane(2 * (lane % 4));  // this thread's columns from 0
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     float tile_max = -INFINITY;
@@ -96,7 +105,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_pack
       for (int c = 0; c < 2; ++c) {
         float& x = s[4 * j + 2 * i + c];
         // Select rather than add: masked columns may hold NaN read from unused cache rows.
-        x = mask.valid(i, col0 + 8 * j + c) ? x : -INFINITY;
+        x = lane_mask.valid(i, 8 * j + c) ? x : -INFINITY;
         tile_max = fmaxf(tile_max, x);
       }
     }
