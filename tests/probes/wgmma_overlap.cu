@@ -5,7 +5,8 @@
 // How long do the decode kernels' wgmma groups take, alone and with another warpgroup's
 // group running beside them (one CTA of two warpgroups per SM, operands in shared memory in
 // the kernels' SW128 layouts, 1000 groups each, cycles per group)? S = Q K^T is 36 chained
-// m64n64k16 (576 deep); P V is 4 k-steps of m64n256k16 (or n192 from registers).
+// m64n64k16 (576 deep); P V is 4 k-steps of m64n256k16 (or n192 from registers). Modes 11-14
+// read the KV operand without swizzle ("interleaved": FlashMLA's sparse K tile) instead.
 // ptxas must not report C7510 ("wgmma ... serialized") for this file: a serialized build (e.g.
 // a printf in the kernel) measures something else. Results: docs/perf-notes.md.
 #include <cstdio>
@@ -46,13 +47,19 @@ struct Result {
 
 // wg mode: 0 idle; 1 S 1 acc; 2 S 2 accs; 3 S 3 accs; 4 S RS 1 acc; 5 S n128 (half as many
 // wgmmas for 128 tokens); 6 PV n256 SS x4; 7 PV 2 x n128 SS interleaved; 8 PV RS n256 x4;
-// 9 PV RS n192 x4; 10 S 2 accs, RS
+// 9 PV RS n192 x4; 10 S 2 accs, RS; 11 S with K not swizzled; 12 / 13 / 14 PV n256 SS / n192
+// RS / n256 RS with V not swizzled
 template <int kMode>
 __device__ __forceinline__ void work(char* q, char* k, char* p, uint32_t seed, float* sink) {
   const uint64_t q_desc = make_sw128_desc(q, 16, 1024);
   const uint64_t k_desc = make_sw128_desc(k, 16, 1024);
   const uint64_t p_desc = make_sw128_desc(p, 16, 1024);
   const uint64_t v_desc = make_sw128_desc(k, 8192, 1024);
+  // No-swizzle ("interleaved") layouts: element (token t, column c) at t * 16 + (c / 8) * 1024.
+  // K-major B: LBO = next 8 columns (1024), SBO = next 8 tokens (128). MN-major B (V): SBO =
+  // next 8 columns (1024), LBO = next 8 tokens (128).
+  const uint64_t k_inter = make_sw128_desc(k, 1024, 128) & ~(uint64_t(3) << 62);
+  const uint64_t v_inter = make_sw128_desc(k, 128, 1024) & ~(uint64_t(3) << 62);
   uint32_t a[16];
 #pragma unroll
   for (int i = 0; i < 16; ++i) a[i] = 0x3c003c00u ^ ((seed >> i) & 0x00030003u);
@@ -106,6 +113,28 @@ __device__ __forceinline__ void work(char* q, char* k, char* p, uint32_t seed, f
         ss<PV128>(desc_advance(p_desc, kk * 32), desc_advance(v_desc, kk * 2048), lo);
         ss<PV128>(desc_advance(p_desc, kk * 32), desc_advance(v_desc, 2 * 8192 + kk * 2048), hi);
       }
+    }
+    if constexpr (kMode == 11) {
+      const uint64_t ki = opaque_desc(k_inter);
+#pragma unroll
+      for (int kk = 0; kk < 36; ++kk) {
+        const uint32_t off = (kk / 4) * 8192 + (kk % 4) * 32;
+        ss<SS64>(desc_advance(qd, off), desc_advance(ki, kk * 2048), s0, kk > 0);
+      }
+    }
+    if constexpr (kMode == 12) {
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+        ss<PV256>(desc_advance(p_desc, kk * 32), desc_advance(v_inter, kk * 256), acc);
+    }
+    if constexpr (kMode == 13) {
+      float(&part)[96] = *reinterpret_cast<float(*)[96]>(&acc[0]);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) rs<PVRS192>(&a[4 * kk], desc_advance(v_inter, kk * 256), part);
+    }
+    if constexpr (kMode == 14) {
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) rs<PVRS256>(&a[4 * kk], desc_advance(v_inter, kk * 256), acc);
     }
     if constexpr (kMode == 8) {
 #pragma unroll
@@ -207,5 +236,13 @@ int main() {
   run<2, 6>("S 2 accs || PV n256 SS", d, sink, sms);
   run<9, 6>("PV RS n192 || PV n256 SS", d, sink, sms);
   run<8, 6>("PV RS n256 || PV n256 SS", d, sink, sms);
+  run<11, 0>("S 36 x n64 SS, K interleaved", d, sink, sms);
+  run<12, 0>("PV 4 x n256 SS, V interleaved", d, sink, sms);
+  run<13, 0>("PV 4 x n192 RS, V interleaved", d, sink, sms);
+  run<14, 0>("PV 4 x n256 RS, V interleaved", d, sink, sms);
+  run<11, 12>("S inter || PV n256 SS inter", d, sink, sms);
+  run<13, 12>("PV RS n192 inter || PV n256 SS inter", d, sink, sms);
+  run<14, 12>("PV RS n256 inter || PV n256 SS inter", d, sink, sms);
+  run<1, 12>("S sw128 || PV n256 SS inter", d, sink, sms);
   return 0;
 }
