@@ -100,10 +100,14 @@ __device__ __forceinline__ void work(char* q, char* k, char* p, uint32_t seed, f
         ss<SS128>(desc_advance(qd, off), desc_advance(kd, off), s3, kk > 0);
       }
     }
-    if constexpr (kMode == 6) {
+    // Modes 12 / 13 / 14 are 6 / 9 / 8 with V not swizzled (16 tokens a k-step: 256 bytes).
+    constexpr bool kVInterleaved = kMode >= 12 && kMode <= 14;
+    const uint64_t vd = kVInterleaved ? v_inter : v_desc;
+    constexpr uint32_t kVStep = kVInterleaved ? 256 : 2048;
+    if constexpr (kMode == 6 || kMode == 12) {
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
-        ss<PV256>(desc_advance(p_desc, kk * 32), desc_advance(v_desc, kk * 2048), acc);
+        ss<PV256>(desc_advance(p_desc, kk * 32), desc_advance(vd, kk * kVStep), acc);
     }
     if constexpr (kMode == 7) {
       float(&lo)[64] = *reinterpret_cast<float(*)[64]>(&acc[0]);
@@ -122,28 +126,14 @@ __device__ __forceinline__ void work(char* q, char* k, char* p, uint32_t seed, f
         ss<SS64>(desc_advance(qd, off), desc_advance(ki, kk * 2048), s0, kk > 0);
       }
     }
-    if constexpr (kMode == 12) {
+    if constexpr (kMode == 8 || kMode == 14) {
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-        ss<PV256>(desc_advance(p_desc, kk * 32), desc_advance(v_inter, kk * 256), acc);
+      for (int kk = 0; kk < 4; ++kk) rs<PVRS256>(&a[4 * kk], desc_advance(vd, kk * kVStep), acc);
     }
-    if constexpr (kMode == 13) {
+    if constexpr (kMode == 9 || kMode == 13) {
       float(&part)[96] = *reinterpret_cast<float(*)[96]>(&acc[0]);
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) rs<PVRS192>(&a[4 * kk], desc_advance(v_inter, kk * 256), part);
-    }
-    if constexpr (kMode == 14) {
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) rs<PVRS256>(&a[4 * kk], desc_advance(v_inter, kk * 256), acc);
-    }
-    if constexpr (kMode == 8) {
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) rs<PVRS256>(&a[4 * kk], desc_advance(v_desc, kk * 2048), acc);
-    }
-    if constexpr (kMode == 9) {
-      float(&part)[96] = *reinterpret_cast<float(*)[96]>(&acc[0]);
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) rs<PVRS192>(&a[4 * kk], desc_advance(v_desc, kk * 2048), part);
+      for (int kk = 0; kk < 4; ++kk) rs<PVRS192>(&a[4 * kk], desc_advance(vd, kk * kVStep), part);
     }
     wgmma_commit();
     wgmma_wait<0>();
