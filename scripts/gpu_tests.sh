@@ -107,6 +107,8 @@ stage_sanitize() {
   # 128-token pages); the whole grid under the sanitizers would take far too long.
   local default_filter='Grid/*bf16_d576_hq16_hkv1_sq2_b*:Grid/*fp16_d512_hq6_hkv3_sq3_causal*'
   default_filter+=':Special/*lengths_below_s_q*:Special/*all_empty*:Special/*page*128*'
+  # The seesaw kernel (256 or more rows per KV head, whole tiles): edge lengths, causal.
+  default_filter+=':Grid/*bf16_d576_hq128_hkv1_sq2_b*:Grid/*fp16_d512_hq128_hkv1_sq4_causal*'
   # Dense pages in pieces (16, 1, 53), non-paged caches, empty batches, bad values (every
   # kind, split sequences), the device error record.
   default_filter+=':Limits/*page16_*:Limits/*page1_bf16_hq16:Limits/*page53_bf16_hq16_sq3_causal'

@@ -34,6 +34,7 @@ sm90::DenseDecodeKernelParams make_kernel_params(const DenseDecodeParams& params
   k.heads_per_kv = params.num_heads_q / params.num_heads_kv;
   k.rows_per_kv = params.seqlen_q * k.heads_per_kv;
   k.page_block_size = params.page_block_size;
+  k.page_divisor = FastDivisor(uint32_t(std::max(params.page_block_size, 1)));
   k.max_blocks_per_seq = params.max_blocks_per_seq;
   k.num_blocks = params.num_blocks;
   k.load_rows = kv_load_rows(params);
@@ -84,9 +85,23 @@ void dense_decode(const DenseDecodeParams& params, cudaStream_t stream) {
   const int num_m_blocks =
       (kernel_params.rows_per_kv + kDecodeRowsPerBlock - 1) / kDecodeRowsPerBlock;
   const bool bf16 = params.dtype == ScalarType::kBFloat16;
-  const auto launch = params.head_dim_qk == 576
-                          ? (bf16 ? sm90::dense_decode_bf16_576 : sm90::dense_decode_fp16_576)
-                          : (bf16 ? sm90::dense_decode_bf16_512 : sm90::dense_decode_fp16_512);
+  // The seesaw kernel (both warpgroups compute scores, their softmaxes alternate) is the faster
+  // one where the tensor cores set the pace: 256 or more query rows per KV head (h_q 128 with
+  // s_q >= 2), measured 1-3% ahead there and 2-7% behind with fewer rows (docs/perf-notes.md).
+  // It needs whole-tile loads (its two load parts are issued by the two warpgroups); tiles loaded
+  // in pieces (pages sharing less than 64 tokens with a tile) take the kernel with one softmax
+  // warpgroup, whose loading warps spread the pieces.
+  constexpr int kSeesawMinRows = 256;
+  const bool seesaw =
+      kernel_params.load_rows == kDecodeTileTokens && kernel_params.rows_per_kv >= kSeesawMinRows;
+  const auto launch =
+      seesaw
+          ? (params.head_dim_qk == 576
+                 ? (bf16 ? sm90::dense_decode_seesaw_bf16_576 : sm90::dense_decode_seesaw_fp16_576)
+                 : (bf16 ? sm90::dense_decode_seesaw_bf16_512 : sm90::dense_decode_seesaw_fp16_512))
+          : (params.head_dim_qk == 576
+                 ? (bf16 ? sm90::dense_decode_bf16_576 : sm90::dense_decode_fp16_576)
+                 : (bf16 ? sm90::dense_decode_bf16_512 : sm90::dense_decode_fp16_512));
   launch(kernel_params, k_map, num_m_blocks, params.num_parts, stream);
 
   kernels::CombineParams combine{};

@@ -46,6 +46,39 @@ __device__ __forceinline__ void store_probs_sw128(void* p_box, const uint32_t (&
   }
 }
 
+// store_probs_sw128 with four stmatrix.x4 instead of 16 4-byte stores: probs[2 j + i] is the
+// 8x8 matrix of column chunk j and row half i of the warp's 16 rows, in the layout stmatrix
+// takes, and each 16-byte matrix row is one SW128 chunk. (Measured neutral where the store is
+// off the critical path; the seesaw kernel stores P between its two warpgroups' hand-offs.)
+__device__ __forceinline__ void store_probs_stmatrix_sw128(void* p_box, const uint32_t (&probs)[16],
+                                                           int warp_in_wg, int lane) {
+  const uint32_t base = smem_addr(p_box);
+  const int matrix = lane / 8;  // this lane addresses row lane % 8 of matrix (2 m + matrix / 2,
+                                // matrix % 2)
+  const int row = 16 * warp_in_wg + 8 * (matrix % 2) + lane % 8;
+#pragma unroll
+  for (int m = 0; m < 4; ++m) {
+    stmatrix_x4(base + sw128_offset(row, 2 * m + matrix / 2), probs[4 * m], probs[4 * m + 1],
+                probs[4 * m + 2], probs[4 * m + 3]);
+  }
+}
+
+// The inverse of store_probs_sw128: a 64 x 64 SW128 box as the register A operand of four
+// m64k16 wgmma steps (two rows a thread, the packing of online_softmax's probabilities).
+__device__ __forceinline__ void load_a_fragment_sw128(const void* box, uint32_t (&fragment)[16],
+                                                      int warp_in_wg, int lane) {
+  const char* bytes = static_cast<const char*>(box);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int row = 16 * warp_in_wg + lane / 4 + 8 * i;
+      fragment[2 * j + i] =
+          *reinterpret_cast<const uint32_t*>(bytes + sw128_offset(row, j) + (lane % 4) * 4);
+    }
+  }
+}
+
 // Warpgroup 0's share of O = O * rescale + P V: columns [0, kCols) with P from registers (the
 // packed probabilities of online_softmax). v_desc addresses the stage's V as an MN-major B
 // operand (64-column boxes kBoxBytes apart). Issues the products; finish_pv waits for them.

@@ -87,6 +87,12 @@ struct TokenByteMask {
   __device__ __forceinline__ TokenByteMask for_lane(int col0) const { return {bytes + col0}; }
 };
 
+// Every token of the tile attended (the steady state of a long sequence): no select a column.
+struct AllValidMask {
+  __device__ __forceinline__ bool valid(int, int) const { return true; }
+  __device__ __forceinline__ AllValidMask for_lane(int) const { return *this; }
+};
+
 // Masks S (invalid tokens become -inf), updates the running max/sum and turns S into
 // probabilities packed as 16-bit pairs: p_packed[2j + i] = row i, cols 8j + 2(l%4) + {0,1},
 // which is also the register A fragment of the following P V wgmma. Returns per row the factor
@@ -98,7 +104,9 @@ __device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_pack
   const Mask lane_mask = mask.for_lane(2 * (lane % 4));  // this thread's columns from 0
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    float tile_max = -INFINITY;
+    // Four partial maxima (and sums below) instead of one chain of 16 dependent instructions:
+    // the reductions' latency is on the critical path of every kernel's softmax.
+    float part_max[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
 #pragma unroll
@@ -106,9 +114,10 @@ __device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_pack
         float& x = s[4 * j + 2 * i + c];
         // Select rather than add: masked columns may hold NaN read from unused cache rows.
         x = lane_mask.valid(i, 8 * j + c) ? x : -INFINITY;
-        tile_max = fmaxf(tile_max, x);
+        part_max[(2 * j + c) % 4] = fmaxf(part_max[(2 * j + c) % 4], x);
       }
     }
+    float tile_max = fmaxf(fmaxf(part_max[0], part_max[1]), fmaxf(part_max[2], part_max[3]));
     // Scaling after the max (scale_log2 > 0 keeps the order) lets the exponent below be one
     // fused multiply-add per element.
     tile_max = quad_max(tile_max) * scale_log2;
@@ -117,16 +126,17 @@ __device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_pack
     const float subtract = new_max == -INFINITY ? 0.f : new_max;
     rescale[i] = fast_exp2(stats.max[i] - subtract);
     stats.max[i] = new_max;
-    float tile_sum = 0.f;
+    float part_sum[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
         float& x = s[4 * j + 2 * i + c];
         x = fast_exp2(fmaf(x, scale_log2, -subtract));
-        tile_sum += x;
+        part_sum[(2 * j + c) % 4] += x;
       }
     }
+    const float tile_sum = (part_sum[0] + part_sum[1]) + (part_sum[2] + part_sum[3]);
     stats.sum[i] = stats.sum[i] * rescale[i] + tile_sum;
   }
 #pragma unroll
@@ -139,6 +149,19 @@ __device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_pack
 }
 
 // Multiplies the two rows of a 64xN accumulator a thread owns by their factors.
+// online_softmax with `mask`, or with none where `all_valid` (uniform over the warpgroup): one
+// copy of the loop without the per-column selects for the tiles where nothing is masked.
+template <class Element, class Mask>
+__device__ __forceinline__ void online_softmax_unless_all_valid(
+    bool all_valid, float (&s)[32], uint32_t (&p_packed)[16], RowStats& stats, float (&rescale)[2],
+    float scale_log2, const Mask& mask, int lane) {
+  if (all_valid) {
+    online_softmax<Element>(s, p_packed, stats, rescale, scale_log2, AllValidMask{}, lane);
+  } else {
+    online_softmax<Element>(s, p_packed, stats, rescale, scale_log2, mask, lane);
+  }
+}
+
 template <int N>
 __device__ __forceinline__ void rescale_rows(float (&acc)[N], const float (&factor)[2]) {
 #pragma unroll

@@ -78,6 +78,17 @@ __device__ __forceinline__ float ldg_float_now(const float* address) {
   return value;
 }
 
+// ---- stmatrix ---------------------------------------------------------------------------------
+// Stores four 8x8 matrices of 16-bit values, each thread holding one 32-bit pair of each in the
+// mma accumulator layout (row lane / 4, columns 2 (lane % 4) and + 1); thread t gives the
+// address of row t % 8 of matrix t / 8 (16 contiguous bytes).
+__device__ __forceinline__ void stmatrix_x4(uint32_t smem, uint32_t r0, uint32_t r1, uint32_t r2,
+                                            uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(smem),
+               "r"(r0), "r"(r1), "r"(r2), "r"(r3)
+               : "memory");
+}
+
 // ---- cp.async (16-byte gathers into shared memory) -------------------------------------------
 // Copies 16 bytes from global to shared memory, or writes 16 zero bytes when !valid (nothing
 // is read then). The L2 is asked to fetch the surrounding 256 bytes (the rest of the row).

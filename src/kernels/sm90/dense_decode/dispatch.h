@@ -1,4 +1,5 @@
-// The dense-decode kernel instantiations (one .cu each, under instantiations/).
+// The dense-decode kernel instantiations (one .cu each, under instantiations/): the seesaw
+// kernel for KV tiles loaded whole, the other for tiles loaded in pieces.
 #pragma once
 
 #include <cuda.h>
@@ -16,6 +17,10 @@ FLASHMLA_DECLARE_DENSE_DECODE(dense_decode_bf16_576)
 FLASHMLA_DECLARE_DENSE_DECODE(dense_decode_bf16_512)
 FLASHMLA_DECLARE_DENSE_DECODE(dense_decode_fp16_576)
 FLASHMLA_DECLARE_DENSE_DECODE(dense_decode_fp16_512)
+FLASHMLA_DECLARE_DENSE_DECODE(dense_decode_seesaw_bf16_576)
+FLASHMLA_DECLARE_DENSE_DECODE(dense_decode_seesaw_bf16_512)
+FLASHMLA_DECLARE_DENSE_DECODE(dense_decode_seesaw_fp16_576)
+FLASHMLA_DECLARE_DENSE_DECODE(dense_decode_seesaw_fp16_512)
 
 #undef FLASHMLA_DECLARE_DENSE_DECODE
 

@@ -41,10 +41,11 @@ struct TileCursor {
 // check), never foreign memory; the sequence check reports them.
 __device__ __forceinline__ void locate_token(const DenseDecodeKernelParams& p, int batch, int token,
                                              int& block, int& row_in_page) {
-  const int page = token / p.page_block_size;
+  const int page = static_cast<int>(p.page_divisor.quotient(static_cast<uint32_t>(token)));
   row_in_page = token - page * p.page_block_size;
-  block =
-      p.block_table == nullptr ? batch : p.block_table[batch * p.block_table_batch_stride + page];
+  block = p.block_table == nullptr
+              ? batch
+              : __ldg(p.block_table + batch * p.block_table_batch_stride + page);
 }
 
 // Whether warp `producer_warp` (0..3) of warpgroup 1 takes part in issuing KV loads: only the
@@ -257,8 +258,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
         uint32_t probs[16];
         float rescale[2];
-        online_softmax<Element>(s, probs, stats, rescale, p.scale_log2,
-                                RowLimitMask(token0, row_limit), lane);
+        const RowLimitMask mask(token0, row_limit);
+        online_softmax_unless_all_valid<Element>(!mask.any_masked, s, probs, stats, rescale,
+                                                 p.scale_log2, mask, lane);
 
         // Rows past the sequence end may hold NaN; P is 0 there but 0 * NaN is NaN, so zero
         // the V part of those rows before any P V product reads them.

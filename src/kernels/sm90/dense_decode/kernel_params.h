@@ -5,18 +5,20 @@
 
 #include "flashmla/decode_schedule.h"
 #include "flashmla/device_errors.h"
+#include "kernels/common/fast_divisor.h"
 
 namespace flashmla::sm90 {
 
 struct DenseDecodeKernelParams {
   int batch;
-  int seqlen_q;            // s_q
-  int num_heads_kv;        // h_kv
-  int heads_per_kv;        // g = h_q / h_kv
-  int rows_per_kv;         // s_q * g: query rows sharing one KV head (row r = s * g + head)
-  int page_block_size;     // non-paged cache: tokens per sequence
-  int max_blocks_per_seq;  // non-paged cache: 1
-  int num_blocks;          // pages in k_cache (block-table entries must be below)
+  int seqlen_q;              // s_q
+  int num_heads_kv;          // h_kv
+  int heads_per_kv;          // g = h_q / h_kv
+  int rows_per_kv;           // s_q * g: query rows sharing one KV head (row r = s * g + head)
+  int page_block_size;       // non-paged cache: tokens per sequence
+  FastDivisor page_divisor;  // page_block_size, for locating a token without a division
+  int max_blocks_per_seq;    // non-paged cache: 1
+  int num_blocks;            // pages in k_cache (block-table entries must be below)
   // Rows per TMA load of a KV tile: kBlockN when a 64-token tile never crosses a page
   // boundary (page_block_size % 64 == 0, or one page per sequence), else gcd(page, 64) (or the
   // page size itself when a single page shorter than a tile holds the whole sequence).
