@@ -148,7 +148,6 @@ __device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_pack
   }
 }
 
-// Multiplies the two rows of a 64xN accumulator a thread owns by their factors.
 // online_softmax with `mask`, or with none where `all_valid` (uniform over the warpgroup): one
 // copy of the loop without the per-column selects for the tiles where nothing is masked.
 template <class Element, class Mask>
@@ -162,6 +161,7 @@ __device__ __forceinline__ void online_softmax_unless_all_valid(
   }
 }
 
+// Multiplies the two rows of a 64xN accumulator a thread owns by their factors.
 template <int N>
 __device__ __forceinline__ void rescale_rows(float (&acc)[N], const float (&factor)[2]) {
 #pragma unroll
