@@ -8,6 +8,7 @@
 #include <cute/arch/mma_sm90_desc.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
 
+#include "kernels/common/gmma_descriptor.h"
 #include "kernels/common/sm90_ptx.cuh"
 
 namespace flashmla::sm90 {
@@ -19,28 +20,13 @@ namespace flashmla::sm90 {
 // 8-row groups along K.
 __device__ __forceinline__ uint64_t make_sw128_desc(const void* smem, uint32_t leading_bytes,
                                                     uint32_t stride_bytes) {
-  const uint64_t address = smem_addr(smem);
-  uint64_t desc = (address & 0x3FFFF) >> 4;
-  desc |= uint64_t((leading_bytes >> 4) & 0x3FFF) << 16;
-  desc |= uint64_t((stride_bytes >> 4) & 0x3FFF) << 32;
-  desc |= uint64_t(1) << 62;  // 128-byte swizzle
-  return desc;
+  return make_sw128_desc_at(smem_addr(smem), leading_bytes, stride_bytes);
 }
 
 // Byte offset of 16-byte chunk `chunk` (0..7) of row `row` in a 64 x 128-byte SW128 box: the
 // layout TMA writes with the 128-byte swizzle and wgmma reads.
 __device__ __forceinline__ uint32_t sw128_offset(int row, int chunk) {
   return row * 128 + ((chunk ^ (row & 7)) << 4);
-}
-
-// Moves a descriptor's start address by `bytes` (a multiple of 16, staying in shared memory).
-// The start-address field (bits 0-13) of a valid shared-memory operand never carries out of
-// the low word, so the add is done there alone: one uniform add per descriptor, where a 64-bit
-// add costs ptxas an add, an add with carry and moves before every wgmma (FlashMLA's dense kernel
-// issues half the uniform instructions per wgmma that this add cost us).
-__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
-  const uint32_t low = static_cast<uint32_t>(desc) + (bytes >> 4);
-  return (desc & 0xFFFFFFFF00000000ull) | low;
 }
 
 // Returns `desc` through an opaque move so that the compiler rebuilds the per-k-step
