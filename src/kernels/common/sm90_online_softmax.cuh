@@ -148,8 +148,11 @@ __device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_pack
   }
 }
 
-// online_softmax with `mask`, or with none where `all_valid` (uniform over the warpgroup): one
-// copy of the loop without the per-column selects for the tiles where nothing is masked.
+// online_softmax with `mask`, or with none where `all_valid`: one copy of the loop without the
+// per-column selects for the tiles where nothing is masked. `all_valid` may differ between the
+// quads of a warp (rows of different query positions under a causal mask); the quad-mates that
+// exchange values by shuffle share their rows and so their branch, and from sm_70 on shfl.sync
+// does not need the warp's threads at the same instruction.
 template <class Element, class Mask>
 __device__ __forceinline__ void online_softmax_unless_all_valid(
     bool all_valid, float (&s)[32], uint32_t (&p_packed)[16], RowStats& stats, float (&rescale)[2],

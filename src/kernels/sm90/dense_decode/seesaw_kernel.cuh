@@ -282,10 +282,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       row_limit[i] = p.causal ? min(tiles.seqlen, tiles.seqlen - p.seqlen_q + s + 1) : tiles.seqlen;
     }
     const auto partial = [&](int tile) { return (tile + 1) * Traits::kBlockN > tiles.seqlen; };
-    // Pairs whose two tiles and the next pair's are whole and unmasked for every row of the
-    // block (rows' limits grow with the row, so the first row's is the least) run a copy of the
-    // pair's code without any of the runtime checks: fewer instructions and branches a pair, and
-    // a compact hot loop for the instruction cache. Steady pairs are t0 < steady_end.
+    // Pairs whose two tiles are whole and unmasked for every row of the block (rows' limits
+    // grow with the row, so the first row's is the least) and that another pair follows run a
+    // copy of the pair's code without any of the runtime checks: fewer instructions and branches
+    // a pair, and a compact hot loop for the instruction cache. Steady pairs are t0 < steady_end.
     const int first_row_s = m_block * Traits::kBlockM / p.heads_per_kv;
     const int least_limit =
         p.causal ? min(tiles.seqlen, tiles.seqlen - p.seqlen_q + first_row_s + 1) : tiles.seqlen;
