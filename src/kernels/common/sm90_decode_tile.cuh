@@ -154,18 +154,24 @@ __device__ __forceinline__ void load_owned_rows(const float* rows, int warp_in_w
   values[1] = rows[16 * warp_in_wg + lane / 4 + 8];
 }
 
-// Output scale and log-sum-exp (natural log; -inf when the row attended nothing) of owned
-// row i once all tiles are in. With kSink, the row's attention sink (in log2 units,
-// -inf = none) joins the denominator of the output but not the lse.
+// Output scale and log-sum-exp (natural log; -inf when the row attended nothing) of a row
+// once all tiles are in, from its running max and its whole sum. With kSink, the row's
+// attention sink (in log2 units, -inf = none) joins the denominator of the output but not the
+// lse.
+template <bool kSink = false>
+__device__ __forceinline__ void finalize_row_sum(float row_max, float sum, float& inv_sum,
+                                                 float& lse, float sink_log2 = -INFINITY) {
+  const bool empty = row_max == -INFINITY || sum == 0.f;
+  float denominator = sum;
+  if constexpr (kSink) denominator += exp2f(sink_log2 - row_max);
+  inv_sum = empty ? 0.f : 1.f / denominator;
+  lse = empty ? -INFINITY : (row_max + log2f(sum)) * 0.69314718055994531f;
+}
+// The same for owned row i of `stats`, whose sum is still this thread's share of its quad's.
 template <bool kSink = false>
 __device__ __forceinline__ void finalize_row(const RowStats& stats, int i, float& inv_sum,
                                              float& lse, float sink_log2 = -INFINITY) {
-  const float sum = quad_sum(stats.sum[i]);
-  const bool empty = stats.max[i] == -INFINITY || sum == 0.f;
-  float denominator = sum;
-  if constexpr (kSink) denominator += exp2f(sink_log2 - stats.max[i]);
-  inv_sum = empty ? 0.f : 1.f / denominator;
-  lse = empty ? -INFINITY : (stats.max[i] + log2f(sum)) * 0.69314718055994531f;
+  finalize_row_sum<kSink>(stats.max[i], quad_sum(stats.sum[i]), inv_sum, lse, sink_log2);
 }
 
 }  // namespace flashmla::sm90

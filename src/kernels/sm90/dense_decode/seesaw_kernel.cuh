@@ -182,6 +182,34 @@ __device__ __forceinline__ void publish_owned_rows(float* rows, const float (&va
   }
 }
 
+// One warpgroup's softmax step of a pair: the running max read from shared memory, `row_sum`
+// (this thread's share) brought to that max's units by `carry` and updated, the scores masked by
+// each row's token limit (no mask in a steady pair), then the new max and the step's rescale factor
+// published for the other warpgroup.
+template <class Element, bool kSteady>
+__device__ __forceinline__ void seesaw_softmax(float (&s)[32], uint32_t (&probs)[16],
+                                               float (&row_sum)[2], float (&factor)[2],
+                                               const float (&carry)[2], float* row_max,
+                                               float* factor_rows, int token0,
+                                               const int (&limit)[2], float scale_log2,
+                                               int warp_in_wg, int lane) {
+  RowStats stats;
+  load_owned_rows(row_max, warp_in_wg, lane, stats.max);
+  stats.sum[0] = row_sum[0] * carry[0];
+  stats.sum[1] = row_sum[1] * carry[1];
+  if constexpr (kSteady) {
+    online_softmax<Element>(s, probs, stats, factor, scale_log2, AllValidMask{}, lane);
+  } else {
+    const RowLimitMask mask(token0, limit);
+    online_softmax_unless_all_valid<Element>(!mask.any_masked, s, probs, stats, factor, scale_log2,
+                                             mask, lane);
+  }
+  row_sum[0] = stats.sum[0];
+  row_sum[1] = stats.sum[1];
+  publish_owned_rows(row_max, stats.max, warp_in_wg, lane);
+  publish_owned_rows(factor_rows, factor, warp_in_wg, lane);
+}
+
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     dense_decode_seesaw_kernel(const __grid_constant__ DenseDecodeKernelParams p,
@@ -316,22 +344,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         if (next_t1) next_source[1] = tile_source(t0 + 3);
 
         // m0, c0, P0 (s keeps P0 in fp32 for P0' below).
-        RowStats stats;
         float c0[2];
-        load_owned_rows(smem.row_max, warp_in_wg, lane, stats.max);
-        stats.sum[0] = row_sum[0];
-        stats.sum[1] = row_sum[1];
-        if constexpr (kSteady) {
-          online_softmax<Element>(s, probs, stats, c0, p.scale_log2, AllValidMask{}, lane);
-        } else {
-          const RowLimitMask mask0(t0 * Traits::kBlockN, row_limit);
-          online_softmax_unless_all_valid<Element>(!mask0.any_masked, s, probs, stats, c0,
-                                                   p.scale_log2, mask0, lane);
-        }
-        row_sum[0] = stats.sum[0];
-        row_sum[1] = stats.sum[1];
-        publish_owned_rows(smem.row_max, stats.max, warp_in_wg, lane);
-        publish_owned_rows(smem.scale0, c0, warp_in_wg, lane);
+        constexpr float kNoCarry[2] = {1.f, 1.f};  // o_L's sum is already in m's units
+        seesaw_softmax<Element, kSteady>(s, probs, row_sum, c0, kNoCarry, smem.row_max, smem.scale0,
+                                         t0 * Traits::kBlockN, row_limit, p.scale_log2, warp_in_wg,
+                                         lane);
         // o_L's rescale before the arrival (as FlashMLA orders it): after it, warpgroup 1's
         // softmax runs on the same SM sub-partitions and would share the FMA pipes with it.
         rescale_rows(acc, c0);
@@ -433,22 +450,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         named_barrier_sync(kSeesawScale0Ready, Traits::kNumThreads);
         float c0[2], c1[2];
         load_owned_rows(smem.scale0, warp_in_wg, lane, c0);
-        RowStats stats;
-        load_owned_rows(smem.row_max, warp_in_wg, lane, stats.max);
-        stats.sum[0] = row_sum[0] * c0[0];
-        stats.sum[1] = row_sum[1] * c0[1];
-        if constexpr (kSteady) {
-          online_softmax<Element>(s, probs, stats, c1, p.scale_log2, AllValidMask{}, lane);
-        } else {
-          const int t1_limit[2] = {has_t1 ? row_limit[0] : 0, has_t1 ? row_limit[1] : 0};
-          const RowLimitMask mask1(t1 * Traits::kBlockN, t1_limit);
-          online_softmax_unless_all_valid<Element>(!mask1.any_masked, s, probs, stats, c1,
-                                                   p.scale_log2, mask1, lane);
-        }
-        row_sum[0] = stats.sum[0];
-        row_sum[1] = stats.sum[1];
-        publish_owned_rows(smem.row_max, stats.max, warp_in_wg, lane);
-        publish_owned_rows(smem.scale1, c1, warp_in_wg, lane);
+        const int t1_limit[2] = {has_t1 ? row_limit[0] : 0, has_t1 ? row_limit[1] : 0};
+        seesaw_softmax<Element, kSteady>(s, probs, row_sum, c1, c0, smem.row_max, smem.scale1,
+                                         t1 * Traits::kBlockN, t1_limit, p.scale_log2, warp_in_wg,
+                                         lane);
         const float c01[2] = {c0[0] * c1[0], c0[1] * c1[1]};
         rescale_rows(acc, c01);  // before the arrival, as warpgroup 0's (above)
         named_barrier_arrive(kSeesawScale1Ready, Traits::kNumThreads);
@@ -515,10 +520,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     float inv_sum[2], lse[2];
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const float sum = sum0[i] + sum1[i];
-      const bool empty = row_max[i] == -INFINITY || sum == 0.f;
-      inv_sum[i] = empty ? 0.f : 1.f / sum;
-      lse[i] = empty ? -INFINITY : (row_max[i] + log2f(sum)) * 0.69314718055994531f;
+      finalize_row_sum(row_max[i], sum0[i] + sum1[i], inv_sum[i], lse[i]);
       // Warpgroup 1's verdict on the sequence's values: out and lse become NaN.
       if (bad) inv_sum[i] = lse[i] = NAN;
     }
