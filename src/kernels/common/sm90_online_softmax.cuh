@@ -104,9 +104,9 @@ __device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_pack
   const Mask lane_mask = mask.for_lane(2 * (lane % 4));  // this thread's columns from 0
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    // Four partial maxima (and sums below) instead of one chain of 16 dependent instructions:
-    // the reductions' latency is on the critical path of every kernel's softmax.
-    float part_max[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    // One chain a row: the two rows' chains already interleave; four partial chains measured
+    // equal or 1% slower on every kernel (docs/perf-notes.md).
+    float tile_max = -INFINITY;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
 #pragma unroll
@@ -114,10 +114,9 @@ __device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_pack
         float& x = s[4 * j + 2 * i + c];
         // Select rather than add: masked columns may hold NaN read from unused cache rows.
         x = lane_mask.valid(i, 8 * j + c) ? x : -INFINITY;
-        part_max[(2 * j + c) % 4] = fmaxf(part_max[(2 * j + c) % 4], x);
+        tile_max = fmaxf(tile_max, x);
       }
     }
-    float tile_max = fmaxf(fmaxf(part_max[0], part_max[1]), fmaxf(part_max[2], part_max[3]));
     // Scaling after the max (scale_log2 > 0 keeps the order) lets the exponent below be one
     // fused multiply-add per element.
     tile_max = quad_max(tile_max) * scale_log2;
@@ -126,17 +125,16 @@ __device__ __forceinline__ void online_softmax(float (&s)[32], uint32_t (&p_pack
     const float subtract = new_max == -INFINITY ? 0.f : new_max;
     rescale[i] = fast_exp2(stats.max[i] - subtract);
     stats.max[i] = new_max;
-    float part_sum[4] = {0.f, 0.f, 0.f, 0.f};
+    float tile_sum = 0.f;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
         float& x = s[4 * j + 2 * i + c];
         x = fast_exp2(fmaf(x, scale_log2, -subtract));
-        part_sum[(2 * j + c) % 4] += x;
+        tile_sum += x;
       }
     }
-    const float tile_sum = (part_sum[0] + part_sum[1]) + (part_sum[2] + part_sum[3]);
     stats.sum[i] = stats.sum[i] * rescale[i] + tile_sum;
   }
 #pragma unroll
