@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Prints a short table of benchmark JSON files (bench_dense_decode.py, bench_sparse_decode.py,
 bench_sparse_prefill.py): one line per case with the time, TFLOP/s and the ratio to FlashMLA's
-anchor figure, and the geometric mean of the ratios per file.
+anchor figure (event time; sparse decode also the kernel span; every anchor row the span under
+the anchors' own recipe, "rcp ratio"), and the geometric mean of the ratios per file.
 Usage: bench/summary.py RESULT.json [RESULT.json ...]"""
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main(paths: list[str]) -> int:
         gpu = gpu or data.get("anchor_table")
         results = data.get("results", [])
         kind = _kind(data, results)
-        ratios, spans, small = [], [], []
+        ratios, spans, recipes, small = [], [], [], []
         for r in results:
             # Sparse: the time ratio is the like-for-like figure (see bench_sparse_decode.py).
             ratio = r.get("time_ratio") if kind == "sparse" else r.get("ratio")
@@ -59,7 +60,11 @@ def main(paths: list[str]) -> int:
             span = r.get("span_time_ratio") if kind == "sparse" else None
             if span:
                 spans.append(span)
-            rows.append((kind, _case(kind, r), r["time_us"], metric, ratio, span))
+            # Every anchor row: the span under the anchors' own recipe (bench_common).
+            recipe = r.get("recipe_time_ratio") if kind == "sparse" else r.get("recipe_ratio")
+            if recipe:
+                recipes.append(recipe)
+            rows.append((kind, _case(kind, r), r["time_us"], metric, ratio, span, recipe))
         if ratios:
             means.append((kind, math.exp(sum(map(math.log, ratios)) / len(ratios)), len(ratios)))
         if small:
@@ -69,6 +74,9 @@ def main(paths: list[str]) -> int:
             means.append(
                 (kind + " (kernel span)", math.exp(sum(map(math.log, spans)) / len(spans)), len(spans))
             )
+        if recipes:
+            mean = math.exp(sum(map(math.log, recipes)) / len(recipes))
+            means.append((kind + " (anchors' recipe)", mean, len(recipes)))
     if not rows:
         print("no benchmark results")
         return 0
@@ -76,12 +84,16 @@ def main(paths: list[str]) -> int:
     width = max(len(case) for _, case, *_ in rows)
     print(
         f"{'bench':<7}  {'case':<{width}}  {'time us':>9}  {'rate':>10}  {'ratio':>6}"
-        f"  {'span ratio':>10}"
+        f"  {'span ratio':>10}  {'rcp ratio':>9}"
     )
-    for kind, case, t, metric, ratio, span in rows:
+    for kind, case, t, metric, ratio, span, recipe in rows:
         shown = f"{ratio:.3f}" if ratio else "-"
         span_shown = f"{span:.3f}" if span else "-"
-        print(f"{kind:<7}  {case:<{width}}  {t:>9.1f}  {metric:>10}  {shown:>6}  {span_shown:>10}")
+        recipe_shown = f"{recipe:.3f}" if recipe else "-"
+        print(
+            f"{kind:<7}  {case:<{width}}  {t:>9.1f}  {metric:>10}  {shown:>6}  {span_shown:>10}"
+            f"  {recipe_shown:>9}"
+        )
     for kind, mean, count in means:
         print(f"{kind}: geometric mean ratio {mean:.3f} over {count} cases")
     return 0
