@@ -2,6 +2,7 @@
 // combine kernel.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <numeric>
 
 #include "api/checks.h"
@@ -66,6 +67,34 @@ CUtensorMap make_k_cache_map(const DenseDecodeParams& params) {
   return detail::make_tensor_map_4d_16bit(params.k_cache, dims, strides, box, "k_cache");
 }
 
+// The Q tile of an m-block by TMA: 64 heads of one query token (heads_per_kv a multiple of 64),
+// boxes of 64 columns x 64 heads. Returns false (cp.async copies instead) where q's base or
+// strides do not suit a tensor map.
+bool make_q_map(const DenseDecodeParams& params, CUtensorMap& map) {
+  const int heads_per_kv = params.num_heads_q / params.num_heads_kv;
+  const auto aligned = [](int64_t bytes) { return bytes > 0 && bytes % 16 == 0; };
+  if (heads_per_kv % kDecodeRowsPerBlock != 0 || reinterpret_cast<uintptr_t>(params.q) % 16 != 0 ||
+      !aligned(params.q_head_stride * 2) ||
+      (params.seqlen_q > 1 && !aligned(params.q_seq_stride * 2)) ||
+      (params.batch > 1 && !aligned(params.q_batch_stride * 2))) {
+    return false;
+  }
+  // Dims innermost first: head_dim_qk, head, query token, sequence (a unit dim's stride is
+  // never used: any aligned value).
+  const uint64_t dims[4] = {uint64_t(params.head_dim_qk), uint64_t(params.num_heads_q),
+                            uint64_t(params.seqlen_q), uint64_t(params.batch)};
+  const uint64_t strides[3] = {uint64_t(params.q_head_stride) * 2,
+                               params.seqlen_q > 1 ? uint64_t(params.q_seq_stride) * 2 : 16,
+                               params.batch > 1 ? uint64_t(params.q_batch_stride) * 2 : 16};
+  const uint32_t box[4] = {64, uint32_t(kDecodeRowsPerBlock), 1, 1};
+  try {
+    map = detail::make_tensor_map_4d_16bit(params.q, dims, strides, box, "q");
+  } catch (const Error&) {
+    return false;  // a layout the driver does not take: the copies serve it
+  }
+  return true;
+}
+
 }  // namespace
 
 void dense_decode(const DenseDecodeParams& params, cudaStream_t stream) {
@@ -80,7 +109,7 @@ void dense_decode(const DenseDecodeParams& params, cudaStream_t stream) {
       (params.checked || checked_mode_from_environment()) && !detail::stream_is_capturing(stream);
   if (checked) clear_device_error_record(stream);
 
-  const sm90::DenseDecodeKernelParams kernel_params = make_kernel_params(params);
+  sm90::DenseDecodeKernelParams kernel_params = make_kernel_params(params);
   const CUtensorMap k_map = make_k_cache_map(params);
   const int num_m_blocks =
       (kernel_params.rows_per_kv + kDecodeRowsPerBlock - 1) / kDecodeRowsPerBlock;
@@ -102,7 +131,9 @@ void dense_decode(const DenseDecodeParams& params, cudaStream_t stream) {
           : (params.head_dim_qk == 576
                  ? (bf16 ? sm90::dense_decode_bf16_576 : sm90::dense_decode_fp16_576)
                  : (bf16 ? sm90::dense_decode_bf16_512 : sm90::dense_decode_fp16_512));
-  launch(kernel_params, k_map, num_m_blocks, params.num_parts, stream);
+  CUtensorMap q_map{};
+  kernel_params.q_by_tma = seesaw && make_q_map(params, q_map);
+  launch(kernel_params, k_map, q_map, num_m_blocks, params.num_parts, stream);
 
   kernels::CombineParams combine{};
   combine.batch = params.batch;

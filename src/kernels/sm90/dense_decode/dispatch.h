@@ -9,9 +9,9 @@
 
 namespace flashmla::sm90 {
 
-#define FLASHMLA_DECLARE_DENSE_DECODE(NAME)                                                    \
-  void NAME(const DenseDecodeKernelParams& params, const CUtensorMap& k_map, int num_m_blocks, \
-            int num_parts, cudaStream_t stream);
+#define FLASHMLA_DECLARE_DENSE_DECODE(NAME)                                  \
+  void NAME(const DenseDecodeKernelParams& params, const CUtensorMap& k_map, \
+            const CUtensorMap& q_map, int num_m_blocks, int num_parts, cudaStream_t stream);
 
 FLASHMLA_DECLARE_DENSE_DECODE(dense_decode_bf16_576)
 FLASHMLA_DECLARE_DENSE_DECODE(dense_decode_bf16_512)

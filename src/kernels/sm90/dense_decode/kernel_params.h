@@ -28,6 +28,9 @@ struct DenseDecodeKernelParams {
 
   const void* q;  // [b, s_q, h_q, d_qk]
   int64_t q_batch_stride, q_seq_stride, q_head_stride;
+  // Q tiles by TMA (the q_map the launch gets): every m-block is 64 heads of one query token
+  // (heads_per_kv % 64 == 0) and q's base and strides suit a tensor map. Else cp.async copies.
+  bool q_by_tma;
   const int32_t* block_table;  // [b, max_blocks_per_seq]; nullptr: non-paged, page = batch
   int64_t block_table_batch_stride;
   const int32_t* cache_seqlens;  // [b]

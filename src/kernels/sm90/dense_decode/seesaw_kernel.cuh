@@ -17,6 +17,9 @@
 // would stall it on the other warpgroup's S); racecheck reports such arrive -> sync hand-offs
 // as hazards although the barrier orders them (tests/probes/racecheck_prefill_handoffs.cu).
 //
+// Q tiles come by TMA where an m-block is 64 heads of one query token (else by cp.async), the
+// next sequence's issued in this one's epilogue.
+//
 // Every box of a KV buffer completes on its own barrier, whose one arrival (with the byte count)
 // comes from the warpgroup that computes the scores on it; the issuing thread only issues the
 // copies. Pairs that are whole, unmasked and followed by another pair run a copy of the pair's
@@ -71,6 +74,22 @@ __device__ __forceinline__ void issue_seesaw_part(const CUtensorMap* k_map,
     // no arrival between the copies here.
     tma_load_4d(k_map, &smem.kv_barrier[buffer][box], smem.k[buffer][box], box * Traits::kBoxCols,
                 source.row_in_page, kv_head, source.block);
+  }
+}
+
+// Issues the TMA loads of the Q tile of (batch, kv_head, m_block) into the Q boxes (from box 0;
+// with d_qk 576 the last lands in the first P box), completing on q_barrier (one thread). The
+// m-block is 64 heads of one query token (DenseDecodeKernelParams::q_by_tma).
+template <class Traits>
+__device__ __forceinline__ void issue_seesaw_q(const CUtensorMap* q_map,
+                                               typename Traits::SharedStorage& smem, int batch,
+                                               int kv_head, int m_block, int heads_per_kv) {
+  const int first_row = m_block * Traits::kBlockM;
+  const int s = first_row / heads_per_kv;
+  const int head = kv_head * heads_per_kv + first_row % heads_per_kv;
+  mbarrier_arrive_expect_tx(&smem.q_barrier, Traits::kNumBoxesQK * Traits::kBoxBytes);
+  for (int box = 0; box < Traits::kNumBoxesQK; ++box) {
+    tma_load_4d(q_map, &smem.q_barrier, smem.boxes[box], box * Traits::kBoxCols, head, s, batch);
   }
 }
 
@@ -213,7 +232,8 @@ __device__ __forceinline__ void seesaw_softmax(float (&s)[32], uint32_t (&probs)
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     dense_decode_seesaw_kernel(const __grid_constant__ DenseDecodeKernelParams p,
-                               const __grid_constant__ CUtensorMap k_map) {
+                               const __grid_constant__ CUtensorMap k_map,
+                               const __grid_constant__ CUtensorMap q_map) {
   using Element = typename Traits::Element;
   using SharedStorage = typename Traits::SharedStorage;
   constexpr bool kIsBF16 = Traits::kIsBF16;
@@ -240,8 +260,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         mbarrier_init(&smem.kv_barrier[buffer][box], 1);
       }
     }
+    mbarrier_init(&smem.q_barrier, 1);
     fence_barrier_init();
     prefetch_tma_descriptor(&k_map);
+    if (p.q_by_tma) prefetch_tma_descriptor(&q_map);
   }
   __syncthreads();
 
@@ -259,6 +281,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   Element* const p1_box = smem.boxes[Traits::kQBoxesShared + 1];
 
   uint32_t phase[2] = {0, 0};  // parity of each buffer's current tile on its barriers
+  uint32_t q_phase = 0;        // parity of the current Q tile on q_barrier (Q by TMA)
 
   for (int batch = range.begin_batch; batch <= range.end_batch; ++batch) {
     const BatchTiles tiles = decode_batch_tiles(p, range, batch, m_block);
@@ -291,10 +314,23 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       }
     }
     __syncwarp();
-    load_q_tile<Traits>(p, smem.boxes, batch, kv_head, m_block, thread);
+    if (p.q_by_tma) {
+      // By TMA from one thread, issued here for the part's first sequence and in the previous
+      // sequence's epilogue for the others: the cp.async copies took ~4 us at each sequence
+      // start, even from L2 (stamped; docs/perf-notes.md).
+      if (thread == 0 && batch == range.begin_batch) {
+        issue_seesaw_q<Traits>(&q_map, smem, batch, kv_head, m_block, p.heads_per_kv);
+      }
+    } else {
+      load_q_tile<Traits>(p, smem.boxes, batch, kv_head, m_block, thread);
+    }
     if (thread < Traits::kBlockM) smem.row_max[thread] = -INFINITY;
     fence_view_async_shared();
     __syncthreads();
+    if (p.q_by_tma) {
+      mbarrier_wait(&smem.q_barrier, q_phase);
+      q_phase ^= 1;
+    }
 
     uint32_t q_regs[16];
     if constexpr (Traits::kQBoxInRegisters) {
@@ -512,6 +548,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     for (int i = 0; i < 2; ++i) row_sum[i] = quad_sum(row_sum[i]);
     publish_owned_rows(smem.row_sum[warpgroup], row_sum, warp_in_wg, lane);
     named_barrier_sync(kSeesawStatsReady, Traits::kNumThreads);
+    // Every product of this sequence is done: the next sequence's Q loads while the output is
+    // written.
+    if (p.q_by_tma && thread == 0 && batch < range.end_batch) {
+      issue_seesaw_q<Traits>(&q_map, smem, batch + 1, kv_head, m_block, p.heads_per_kv);
+    }
     float row_max[2], sum0[2], sum1[2];
     load_owned_rows(smem.row_max, warp_in_wg, lane, row_max);
     load_owned_rows(smem.row_sum[0], warp_in_wg, lane, sum0);

@@ -70,6 +70,7 @@ struct DenseDecodeSeesawTraits {
     float row_sum[2][kBlockM];             // epilogue: each warpgroup's share of the row sums
     uint32_t bad_sequence_votes[4];        // per warp of warpgroup 1: the sequence's values are bad
     uint64_t kv_barrier[2][kNumBoxesQK];   // [buffer][box]: TMA bytes landed
+    uint64_t q_barrier;                    // Q tile by TMA: its bytes landed
   };
   static constexpr int kSharedBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
   static_assert(kSharedBytes <= 232448, "exceeds the 227 KB of shared memory per block");

@@ -4,8 +4,9 @@
 namespace flashmla::sm90 {
 
 void dense_decode_fp16_512(const DenseDecodeKernelParams& params, const CUtensorMap& k_map,
-                           int num_m_blocks, int num_parts, cudaStream_t stream) {
-  launch_dense_decode_kernel<__half, 512>(params, k_map, num_m_blocks, num_parts, stream);
+                           const CUtensorMap& q_map, int num_m_blocks, int num_parts,
+                           cudaStream_t stream) {
+  launch_dense_decode_kernel<__half, 512>(params, k_map, q_map, num_m_blocks, num_parts, stream);
 }
 
 }  // namespace flashmla::sm90
