@@ -8,6 +8,7 @@
 #include "api/checks.h"
 #include "api/decode_output_fields.h"
 #include "api/device_error_record.h"
+#include "api/dense_decode_q_map.h"
 #include "api/dense_decode_workspace.h"
 #include "api/tensor_map.h"
 #include "flashmla/dense_decode.h"
@@ -67,18 +68,10 @@ CUtensorMap make_k_cache_map(const DenseDecodeParams& params) {
   return detail::make_tensor_map_4d_16bit(params.k_cache, dims, strides, box, "k_cache");
 }
 
-// The Q tile of an m-block by TMA: 64 heads of one query token (heads_per_kv a multiple of 64),
-// boxes of 64 columns x 64 heads. Returns false (cp.async copies instead) where q's base or
-// strides do not suit a tensor map.
+// The Q tile of an m-block by TMA: 64 heads of one query token, boxes of 64 columns x 64 heads.
+// Returns false (cp.async copies instead) where q does not suit a tensor map.
 bool make_q_map(const DenseDecodeParams& params, CUtensorMap& map) {
-  const int heads_per_kv = params.num_heads_q / params.num_heads_kv;
-  const auto aligned = [](int64_t bytes) { return bytes > 0 && bytes % 16 == 0; };
-  if (heads_per_kv % kDecodeRowsPerBlock != 0 || reinterpret_cast<uintptr_t>(params.q) % 16 != 0 ||
-      !aligned(params.q_head_stride * 2) ||
-      (params.seqlen_q > 1 && !aligned(params.q_seq_stride * 2)) ||
-      (params.batch > 1 && !aligned(params.q_batch_stride * 2))) {
-    return false;
-  }
+  if (!detail::q_tile_by_tma_eligible(params)) return false;
   // Dims innermost first: head_dim_qk, head, query token, sequence (a unit dim's stride is
   // never used: any aligned value).
   const uint64_t dims[4] = {uint64_t(params.head_dim_qk), uint64_t(params.num_heads_q),
@@ -96,6 +89,20 @@ bool make_q_map(const DenseDecodeParams& params, CUtensorMap& map) {
 }
 
 }  // namespace
+
+namespace detail {
+
+bool q_tile_by_tma_eligible(const DenseDecodeParams& params) {
+  if (params.num_heads_kv <= 0 || params.num_heads_q % params.num_heads_kv != 0) return false;
+  const int heads_per_kv = params.num_heads_q / params.num_heads_kv;
+  const auto aligned = [](int64_t bytes) { return bytes > 0 && bytes % 16 == 0; };
+  return heads_per_kv % kDecodeRowsPerBlock == 0 &&
+         reinterpret_cast<uintptr_t>(params.q) % 16 == 0 && aligned(params.q_head_stride * 2) &&
+         (params.seqlen_q == 1 || aligned(params.q_seq_stride * 2)) &&
+         (params.batch == 1 || aligned(params.q_batch_stride * 2));
+}
+
+}  // namespace detail
 
 void dense_decode(const DenseDecodeParams& params, cudaStream_t stream) {
   validate_dense_decode(params);
