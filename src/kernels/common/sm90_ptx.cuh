@@ -195,6 +195,17 @@ __device__ __forceinline__ void cluster_sync() {
                    : "memory");
 }
 
+// The two halves of cluster_sync, for a thread to arrive right after its last access to the
+// peer's shared memory and wait only where it must (each thread: arrive, then wait, per phase).
+// The release covers the thread's earlier memory operations, so arriving before a burst of
+// global stores does not make the barrier wait for them.
+__device__ __forceinline__ void cluster_arrive() {
+  asm volatile("barrier.cluster.arrive.release;" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() {
+  asm volatile("barrier.cluster.wait.acquire;" ::: "memory");
+}
+
 // ---- programmatic dependent launch -------------------------------------------------------
 // A decode kernel lets the stream's next kernel, the combine (launched with programmatic
 // stream serialization, kernels/common/combine.cu), be scheduled before it ends, so that the

@@ -92,6 +92,9 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
       return q + (batch * p.q_batch_stride + s * p.q_seq_stride + head * p.q_head_stride) * 2;
     };
     load_rows_sw128<Traits::kBlockM, Traits::kHeadDimQK, kConsumers>(smem.q, q_row, thread);
+    // The peer's barriers are initialised (the cluster barrier's first phase) before this
+    // thread's first arrival on them, at the end of its first tile.
+    if (Traits::kCrossover && batch == range.begin_batch) cluster_wait();
     fence_view_async_shared();
     named_barrier_sync(kSparseQReady, kConsumers);
 
@@ -143,6 +146,9 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
         finish_pv(acc);
         if (lane == 0) release_stage(stage);
       }
+      // Its last arrival on the peer's barriers is made: the end-of-kernel cluster barrier
+      // need not wait for the output stores below.
+      if (Traits::kCrossover && batch == range.end_batch) cluster_arrive();
       // (With the crossover the producer allows it: here it made ptxas spill in that kernel.)
       if (!Traits::kCrossover && batch == range.end_batch && thread_in_wg == 0) {
         allow_dependent_launch();
@@ -182,6 +188,7 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
         if (lane == 0) release_stage(stage);
         if (tile + 1 < tiles.last) named_barrier_sync(kSparseProbsFree, kConsumers);
       }
+      if (Traits::kCrossover && batch == range.end_batch) cluster_arrive();
       named_barrier_sync(kSparseStatsReady, kConsumers);
       float inv_sum[2];
       load_owned_rows(smem.row_inv_sum, warp_in_wg, lane, inv_sum);
@@ -206,14 +213,15 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   const int thread = threadIdx.x;
   const int warpgroup = thread / 128;
   init_stage_barriers<Traits>(smem, thread);
+  __syncthreads();
   // With the crossover the peer arrives on these barriers and writes into this CTA's shared
   // memory: both CTAs' barriers must be initialised first, and neither may exit while the
-  // other can still reach it (the cluster barrier at the end).
-  if constexpr (Traits::kCrossover) {
-    cluster_sync();
-  } else {
-    __syncthreads();
-  }
+  // other can still reach it. Two phases of the cluster barrier, each split: every thread
+  // arrives here and waits just before its first access to the peer (producer: its first
+  // stores; consumers: their first stage release), then arrives after its last such access
+  // and waits at the end. Stamped at sparse b 2, the whole barrier at each end cost ~1 us
+  // (the end one behind the output stores).
+  if constexpr (Traits::kCrossover) cluster_arrive();
 
   if (warpgroup >= Traits::kProducerWarpgroup) {
     warpgroup_registers_decrease<Traits::kRegistersProducer>();
@@ -232,7 +240,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     warpgroup_registers_increase<Traits::kRegistersWg1>();
     sparse_decode_consumer<Traits, 1>(p, range, m_block, s, smem, thread);
   }
-  if constexpr (Traits::kCrossover) cluster_sync();
+  if constexpr (Traits::kCrossover) cluster_wait();
 }
 
 }  // namespace flashmla::sm90

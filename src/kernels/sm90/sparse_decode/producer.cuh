@@ -181,8 +181,23 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
   next = current;
   next.advance(p, range);
 
+  // With the crossover the kernel's cluster barrier is split around the peer accesses: the
+  // first phase (the peer's barriers initialised) is waited for just before the first store
+  // into the peer's stage, so that it overlaps the first loads; the second is arrived at after
+  // the last one (leave_cluster, at each return).
+  bool peer_ready = false;
+  const auto leave_cluster = [&] {
+    if constexpr (kCrossover) {
+      if (!peer_ready) cluster_wait();  // a part without tiles
+      cluster_arrive();
+    }
+  };
   const auto wait_stage_free = [&](int stage, uint32_t phase) {
     if constexpr (kCrossover) {
+      if (!peer_ready) {
+        cluster_wait();
+        peer_ready = true;
+      }
       // Both CTAs' consumers left the stage (they arrive on each other's barriers); then
       // this CTA expects the peer's bytes for it. A CTA-scope wait: an acquire at cluster
       // scope compiles to CCTL.IVALL, invalidating the L1 lines the gathers allocate.
@@ -266,6 +281,7 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
       next = after;
       next_indices = after_indices;
     }
+    leave_cluster();
     return;
   }
 
@@ -358,6 +374,7 @@ __device__ __forceinline__ void sparse_decode_producer(const SparseDecodeKernelP
       current_indices = next_indices;
     }
   }
+  leave_cluster();
 }
 
 }  // namespace flashmla::sm90
