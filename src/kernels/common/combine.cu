@@ -77,24 +77,68 @@ __device__ __forceinline__ float combined_lse(const float* lse_in, int64_t split
   return max_lse == -INFINITY ? INFINITY : max_lse + logf(sum);
 }
 
+// The lane's columns of the partial rows of splits 0 .. kSplitsInFlight - 1 of a row (zeros
+// past num_splits), loaded before the row's lse is known so that their latency overlaps the
+// lse loads (FlashMLA's combine prefetches its first split the same way). An empty split's
+// row may never have been written: accumulate_splits drops it by its weight, not by a product.
+template <int kSplitsInFlight>
+__device__ __forceinline__ void load_first_splits(float4 (&rows)[kSplitsInFlight][kColsPerLane / 4],
+                                                  const float* o_in, int64_t split_stride,
+                                                  int num_splits, int lane) {
+#pragma unroll
+  for (int u = 0; u < kSplitsInFlight; ++u) {
+    const float4* src = reinterpret_cast<const float4*>(o_in + u * split_stride * kHeadDimV);
+#pragma unroll
+    for (int c = 0; c < kColsPerLane / 4; ++c) {
+      rows[u][c] = u < num_splits ? src[c * 32 + lane] : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+  }
+}
+
 // acc += w_k O_k over the splits k = first, first + stride, ... (count of them) of a row:
 // o_in / lse_in point at split 0's partial row / lse. kSplitsInFlight rows are loaded before
 // any is summed (one memory latency per step, not per split); empty splits are not read. With
-// `lse_first_group` (first 0, stride 1) lane i already holds split i's lse.
-template <int kSplitsInFlight>
-__device__ __forceinline__ void accumulate_splits(float4 (&acc)[kColsPerLane / 4],
-                                                  const float* o_in, const float* lse_in,
-                                                  int64_t split_stride, int first, int stride,
-                                                  int count, float lse, bool have_lse_first,
-                                                  float lse_first, int lane) {
-  for (int group = 0; group < count; group += 32) {
-    const int in_group = min(32, count - group);
+// `lse_first_group` (first 0, stride 1) lane i already holds split i's lse. kFirstStepLoaded
+// (first 0, stride 1): `first_step` holds splits 0 .. kSplitsInFlight - 1 (load_first_splits).
+template <int kSplitsInFlight, bool kFirstStepLoaded = false>
+__device__ __forceinline__ void accumulate_splits(
+    float4 (&acc)[kColsPerLane / 4], const float* o_in, const float* lse_in, int64_t split_stride,
+    int first, int stride, int count, float lse, bool have_lse_first, float lse_first, int lane,
+    const float4 (&first_step)[kFirstStepLoaded ? kSplitsInFlight : 1][kColsPerLane / 4] = {}) {
+  const auto weight_of_lane = [&](int group, int in_group) {
     const float lse_lane =
         group == 0 && have_lse_first
             ? lse_first
             : (lane < in_group ? lse_in[(first + (group + lane) * stride) * split_stride] : 0.f);
-    const float weight_lane = lane < in_group ? split_weight(lse_lane, lse) : 0.f;
-    for (int step = 0; step < in_group; step += kSplitsInFlight) {
+    return lane < in_group ? split_weight(lse_lane, lse) : 0.f;
+  };
+  // The loaded first step, before the loop (inside it, its rows stayed live through the loop:
+  // spills).
+  if constexpr (kFirstStepLoaded) {
+    const int in_group = min(32, count);
+    const float weight_lane = weight_of_lane(0, in_group);
+#pragma unroll
+    for (int u = 0; u < kSplitsInFlight; ++u) {
+      const float weight = __shfl_sync(0xffffffff, weight_lane, u);
+      // A zero weight (empty split, or past the row's splits) drops the row as a select: 0
+      // times an unwritten row's NaN would not.
+      const bool use = u < in_group && weight != 0.f;
+#pragma unroll
+      for (int c = 0; c < kColsPerLane / 4; ++c) {
+        if (use) {
+          acc[c].x += weight * first_step[u][c].x;
+          acc[c].y += weight * first_step[u][c].y;
+          acc[c].z += weight * first_step[u][c].z;
+          acc[c].w += weight * first_step[u][c].w;
+        }
+      }
+    }
+  }
+  for (int group = 0; group < count; group += 32) {
+    const int in_group = min(32, count - group);
+    const float weight_lane = weight_of_lane(group, in_group);
+    for (int step = kFirstStepLoaded && group == 0 ? kSplitsInFlight : 0; step < in_group;
+         step += kSplitsInFlight) {
       float weight[kSplitsInFlight];
       float4 v[kSplitsInFlight][kColsPerLane / 4];
 #pragma unroll
@@ -159,6 +203,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
   const int64_t split_stride = int64_t(p.num_heads_kv) * p.rows_per_kv;
   const float* lse_in = p.lse_accum + int64_t(first_split) * split_stride + row_id;
 
+  // The first splits' partial rows are in flight while the lse is formed.
+  const float* o_in = p.o_accum + (int64_t(first_split) * split_stride + row_id) * kHeadDimV;
+  float4 first_step[kSplitsInFlight][kColsPerLane / 4];
+  load_first_splits<kSplitsInFlight>(first_step, o_in, split_stride, num_splits, lane);
   // Lane i holds lse of split i of the first group of 32 (the only one below 33 splits) for
   // the whole kernel: the weights then come by shuffle, not by a load in the summing loop.
   float lse_first;
@@ -168,9 +216,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
 #pragma unroll
   for (int c = 0; c < kColsPerLane / 4; ++c) acc[c] = make_float4(0.f, 0.f, 0.f, 0.f);
   if (lse != INFINITY) {
-    const float* o_in = p.o_accum + (int64_t(first_split) * split_stride + row_id) * kHeadDimV;
-    accumulate_splits<kSplitsInFlight>(acc, o_in, lse_in, split_stride, 0, 1, num_splits, lse, true,
-                                       lse_first, lane);
+    accumulate_splits<kSplitsInFlight, true>(acc, o_in, lse_in, split_stride, 0, 1, num_splits, lse,
+                                             true, lse_first, lane, first_step);
   }
   const int s = row / p.heads_per_kv;
   const int head = kv_head * p.heads_per_kv + row % p.heads_per_kv;
