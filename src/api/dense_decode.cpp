@@ -8,7 +8,7 @@
 #include "api/checks.h"
 #include "api/decode_output_fields.h"
 #include "api/device_error_record.h"
-#include "api/dense_decode_q_map.h"
+#include "api/q_tile_map.h"
 #include "api/dense_decode_workspace.h"
 #include "api/tensor_map.h"
 #include "flashmla/dense_decode.h"
@@ -68,41 +68,7 @@ CUtensorMap make_k_cache_map(const DenseDecodeParams& params) {
   return detail::make_tensor_map_4d_16bit(params.k_cache, dims, strides, box, "k_cache");
 }
 
-// The Q tile of an m-block by TMA: 64 heads of one query token, boxes of 64 columns x 64 heads.
-// Returns false (cp.async copies instead) where q does not suit a tensor map.
-bool make_q_map(const DenseDecodeParams& params, CUtensorMap& map) {
-  if (!detail::q_tile_by_tma_eligible(params)) return false;
-  // Dims innermost first: head_dim_qk, head, query token, sequence (a unit dim's stride is
-  // never used: any aligned value).
-  const uint64_t dims[4] = {uint64_t(params.head_dim_qk), uint64_t(params.num_heads_q),
-                            uint64_t(params.seqlen_q), uint64_t(params.batch)};
-  const uint64_t strides[3] = {uint64_t(params.q_head_stride) * 2,
-                               params.seqlen_q > 1 ? uint64_t(params.q_seq_stride) * 2 : 16,
-                               params.batch > 1 ? uint64_t(params.q_batch_stride) * 2 : 16};
-  const uint32_t box[4] = {64, uint32_t(kDecodeRowsPerBlock), 1, 1};
-  try {
-    map = detail::make_tensor_map_4d_16bit(params.q, dims, strides, box, "q");
-  } catch (const Error&) {
-    return false;  // a layout the driver does not take: the copies serve it
-  }
-  return true;
-}
-
 }  // namespace
-
-namespace detail {
-
-bool q_tile_by_tma_eligible(const DenseDecodeParams& params) {
-  if (params.num_heads_kv <= 0 || params.num_heads_q % params.num_heads_kv != 0) return false;
-  const int heads_per_kv = params.num_heads_q / params.num_heads_kv;
-  const auto aligned = [](int64_t bytes) { return bytes > 0 && bytes % 16 == 0; };
-  return heads_per_kv % kDecodeRowsPerBlock == 0 &&
-         reinterpret_cast<uintptr_t>(params.q) % 16 == 0 && aligned(params.q_head_stride * 2) &&
-         (params.seqlen_q == 1 || aligned(params.q_seq_stride * 2)) &&
-         (params.batch == 1 || aligned(params.q_batch_stride * 2));
-}
-
-}  // namespace detail
 
 void dense_decode(const DenseDecodeParams& params, cudaStream_t stream) {
   validate_dense_decode(params);
@@ -139,7 +105,8 @@ void dense_decode(const DenseDecodeParams& params, cudaStream_t stream) {
                  ? (bf16 ? sm90::dense_decode_bf16_576 : sm90::dense_decode_fp16_576)
                  : (bf16 ? sm90::dense_decode_bf16_512 : sm90::dense_decode_fp16_512));
   CUtensorMap q_map{};
-  kernel_params.q_by_tma = seesaw && make_q_map(params, q_map);
+  kernel_params.q_by_tma = seesaw && detail::q_tile_by_tma_eligible(params) &&
+                           detail::make_q_tile_map(detail::q_tile_source(params), q_map);
   launch(kernel_params, k_map, q_map, num_m_blocks, params.num_parts, stream);
 
   kernels::CombineParams combine{};

@@ -5,6 +5,7 @@
 #include "api/checks.h"
 #include "api/decode_output_fields.h"
 #include "api/dense_decode_workspace.h"
+#include "api/q_tile_map.h"
 #include "flashmla/sparse_decode.h"
 #include "kernels/common/combine.h"
 #include "kernels/sm90/sparse_decode/dispatch.h"
@@ -63,8 +64,8 @@ sm90::SparseDecodeKernelParams make_kernel_params(const SparseDecodeParams& para
   return k;
 }
 
-using SparseDecodeLauncher = void (*)(const sm90::SparseDecodeKernelParams&, int, int,
-                                      cudaStream_t);
+using SparseDecodeLauncher = void (*)(const sm90::SparseDecodeKernelParams&, const CUtensorMap&,
+                                      int, int, cudaStream_t);
 
 // The kernel instance for a call: h_q <= 32 takes the few-heads kernels (swapped products sized
 // to h_q instead of 64 padded rows, two producers); on FP8 caches 64 < h_q <= 128 takes the
@@ -115,10 +116,13 @@ void sparse_decode(const SparseDecodeParams& params, cudaStream_t stream) {
   detail::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
   check_device_supported(device);
 
-  const sm90::SparseDecodeKernelParams kernel_params = make_kernel_params(params);
+  sm90::SparseDecodeKernelParams kernel_params = make_kernel_params(params);
+  CUtensorMap q_map{};
+  kernel_params.q_by_tma = detail::q_tile_by_tma_eligible(params) &&
+                           detail::make_q_tile_map(detail::q_tile_source(params), q_map);
   const int num_m_blocks = (params.num_heads_q + kDecodeRowsPerBlock - 1) / kDecodeRowsPerBlock;
   const auto launch = select_kernel(params, num_m_blocks);
-  launch(kernel_params, num_m_blocks, params.num_parts, stream);
+  launch(kernel_params, q_map, num_m_blocks, params.num_parts, stream);
 
   kernels::CombineParams combine{};
   combine.batch = params.batch;

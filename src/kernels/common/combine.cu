@@ -77,20 +77,22 @@ __device__ __forceinline__ float combined_lse(const float* lse_in, int64_t split
   return max_lse == -INFINITY ? INFINITY : max_lse + logf(sum);
 }
 
-// The lane's columns of the partial rows of splits 0 .. kSplitsInFlight - 1 of a row (zeros
-// past num_splits), loaded before the row's lse is known so that their latency overlaps the
-// lse loads (FlashMLA's combine prefetches its first split the same way). An empty split's
-// row may never have been written: accumulate_splits drops it by its weight, not by a product.
+// The lane's columns of the partial rows of the first kSplitsInFlight of a row's splits first,
+// first + stride, ... (count of them; zeros past the end), loaded before the row's lse is known so
+// that their latency overlaps the lse loads (FlashMLA's combine prefetches its first split the same
+// way). An empty split's row may never have been written: accumulate_splits drops it by its weight,
+// not by a product.
 template <int kSplitsInFlight>
 __device__ __forceinline__ void load_first_splits(float4 (&rows)[kSplitsInFlight][kColsPerLane / 4],
                                                   const float* o_in, int64_t split_stride,
-                                                  int num_splits, int lane) {
+                                                  int first, int stride, int count, int lane) {
 #pragma unroll
   for (int u = 0; u < kSplitsInFlight; ++u) {
-    const float4* src = reinterpret_cast<const float4*>(o_in + u * split_stride * kHeadDimV);
+    const float4* src = reinterpret_cast<const float4*>(o_in + int64_t(first + u * stride) *
+                                                                   split_stride * kHeadDimV);
 #pragma unroll
     for (int c = 0; c < kColsPerLane / 4; ++c) {
-      rows[u][c] = u < num_splits ? src[c * 32 + lane] : make_float4(0.f, 0.f, 0.f, 0.f);
+      rows[u][c] = u < count ? src[c * 32 + lane] : make_float4(0.f, 0.f, 0.f, 0.f);
     }
   }
 }
@@ -98,8 +100,8 @@ __device__ __forceinline__ void load_first_splits(float4 (&rows)[kSplitsInFlight
 // acc += w_k O_k over the splits k = first, first + stride, ... (count of them) of a row:
 // o_in / lse_in point at split 0's partial row / lse. kSplitsInFlight rows are loaded before
 // any is summed (one memory latency per step, not per split); empty splits are not read. With
-// `lse_first_group` (first 0, stride 1) lane i already holds split i's lse. kFirstStepLoaded
-// (first 0, stride 1): `first_step` holds splits 0 .. kSplitsInFlight - 1 (load_first_splits).
+// `lse_first_group` (first 0, stride 1) lane i already holds split i's lse. With
+// kFirstStepLoaded, `first_step` holds the first step's rows (load_first_splits).
 template <int kSplitsInFlight, bool kFirstStepLoaded = false>
 __device__ __forceinline__ void accumulate_splits(
     float4 (&acc)[kColsPerLane / 4], const float* o_in, const float* lse_in, int64_t split_stride,
@@ -206,7 +208,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
   // The first splits' partial rows are in flight while the lse is formed.
   const float* o_in = p.o_accum + (int64_t(first_split) * split_stride + row_id) * kHeadDimV;
   float4 first_step[kSplitsInFlight][kColsPerLane / 4];
-  load_first_splits<kSplitsInFlight>(first_step, o_in, split_stride, num_splits, lane);
+  load_first_splits<kSplitsInFlight>(first_step, o_in, split_stride, 0, 1, num_splits, lane);
   // Lane i holds lse of split i of the first group of 32 (the only one below 33 splits) for
   // the whole kernel: the weights then come by shuffle, not by a load in the summing loop.
   float lse_first;
@@ -252,16 +254,19 @@ __global__ void __launch_bounds__(kWarps * 32) combine_row_block_kernel(const Co
   const int64_t split_stride = int64_t(p.num_heads_kv) * p.rows_per_kv;
   const float* lse_in = p.lse_accum + int64_t(first_split) * split_stride + row_id;
 
+  // The warp's first splits' partial rows are in flight while the lse is formed.
+  const float* o_in = p.o_accum + (int64_t(first_split) * split_stride + row_id) * kHeadDimV;
+  const int count = warp < num_splits ? (num_splits - warp + kWarps - 1) / kWarps : 0;
+  float4 first_step[kSplitsInFlight][kColsPerLane / 4];
+  load_first_splits<kSplitsInFlight>(first_step, o_in, split_stride, warp, kWarps, count, lane);
   float lse_first;  // every warp forms the row's lse (a few loads, L1 hits after the first)
   const float lse = combined_lse(lse_in, split_stride, num_splits, lane, lse_first);
   float4 acc[kColsPerLane / 4];
 #pragma unroll
   for (int c = 0; c < kColsPerLane / 4; ++c) acc[c] = make_float4(0.f, 0.f, 0.f, 0.f);
-  if (lse != INFINITY && warp < num_splits) {
-    const float* o_in = p.o_accum + (int64_t(first_split) * split_stride + row_id) * kHeadDimV;
-    const int count = (num_splits - warp + kWarps - 1) / kWarps;
-    accumulate_splits<kSplitsInFlight>(acc, o_in, lse_in, split_stride, warp, kWarps, count, lse,
-                                       false, 0.f, lane);
+  if (lse != INFINITY && count > 0) {
+    accumulate_splits<kSplitsInFlight, true>(acc, o_in, lse_in, split_stride, warp, kWarps, count,
+                                             lse, false, 0.f, lane, first_step);
   }
   __shared__ float4 warp_sums[kWarps][kHeadDimV / 4];
 #pragma unroll

@@ -36,6 +36,7 @@
 #include "kernels/common/sm90_gmma.cuh"
 #include "kernels/common/sm90_online_softmax.cuh"
 #include "kernels/common/sm90_ptx.cuh"
+#include "kernels/common/sm90_q_tile_tma.cuh"
 #include "kernels/sm90/dense_decode/kernel.cuh"
 #include "kernels/sm90/dense_decode/kernel_params.h"
 #include "kernels/sm90/dense_decode/load_q.cuh"
@@ -87,10 +88,8 @@ __device__ __forceinline__ void issue_seesaw_q(const CUtensorMap* q_map,
   const int first_row = m_block * Traits::kBlockM;
   const int s = first_row / heads_per_kv;
   const int head = kv_head * heads_per_kv + first_row % heads_per_kv;
-  mbarrier_arrive_expect_tx(&smem.q_barrier, Traits::kNumBoxesQK * Traits::kBoxBytes);
-  for (int box = 0; box < Traits::kNumBoxesQK; ++box) {
-    tma_load_4d(q_map, &smem.q_barrier, smem.boxes[box], box * Traits::kBoxCols, head, s, batch);
-  }
+  issue_q_tile_tma<Traits::kNumBoxesQK, Traits::kBoxBytes>(
+      q_map, &smem.q_barrier, [&](int box) { return smem.boxes[box]; }, head, s, batch);
 }
 
 // Issues S (+)= Q K^T over boxes [kBegin, kEnd) of KV buffer `buffer`, each box once it has

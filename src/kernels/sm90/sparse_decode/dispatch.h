@@ -1,15 +1,17 @@
 // The sparse-decode kernel instantiations (one .cu each, under instantiations/).
 #pragma once
 
+#include <cuda.h>
 #include <cuda_runtime_api.h>
 
 #include "kernels/sm90/sparse_decode/kernel_params.h"
 
 namespace flashmla::sm90 {
 
-#define FLASHMLA_DECLARE_SPARSE_DECODE(NAME)                                         \
-  void NAME(const SparseDecodeKernelParams& params, int num_m_blocks, int num_parts, \
-            cudaStream_t stream);
+// q_map: the Q tiles' tensor map where params.q_by_tma (the 64-head kernels), else unused.
+#define FLASHMLA_DECLARE_SPARSE_DECODE(NAME)                                                    \
+  void NAME(const SparseDecodeKernelParams& params, const CUtensorMap& q_map, int num_m_blocks, \
+            int num_parts, cudaStream_t stream);
 
 FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_fp8_v32)
 FLASHMLA_DECLARE_SPARSE_DECODE(sparse_decode_fp8_model1)

@@ -307,7 +307,8 @@ __device__ __forceinline__ void few_heads_consumer(const SparseDecodeKernelParam
 
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1)
-    sparse_decode_few_heads_kernel(const __grid_constant__ SparseDecodeKernelParams p) {
+    sparse_decode_few_heads_kernel(const __grid_constant__ SparseDecodeKernelParams p,
+                                   const __grid_constant__ CUtensorMap /*q_map: unused*/) {
   using SharedStorage = typename Traits::SharedStorage;
   extern __shared__ char smem_raw[];
   SharedStorage& smem = aligned_shared_storage<SharedStorage>(smem_raw);

@@ -13,6 +13,7 @@
 #include "kernels/common/sm90_load_rows.cuh"
 #include "kernels/common/sm90_online_softmax.cuh"
 #include "kernels/common/sm90_ptx.cuh"
+#include "kernels/common/sm90_q_tile_tma.cuh"
 #include "kernels/sm90/sparse_decode/kernel_params.h"
 #include "kernels/sm90/sparse_decode/producer.cuh"
 #include "kernels/sm90/sparse_decode/work_range.cuh"
@@ -27,11 +28,22 @@ enum SparseDecodeBarrier : uint32_t {
   kSparseQReady = 4,      // the Q tile of the next sequence is in shared memory
 };
 
+// The Q tile of query token s of `batch` (heads of m-block m_block) by TMA, onto q_barrier.
+template <class Traits>
+__device__ __forceinline__ void issue_sparse_q(const CUtensorMap* q_map,
+                                               typename Traits::SharedStorage& smem, int batch,
+                                               int s, int m_block) {
+  issue_q_tile_tma<Traits::kNumBoxesQK, Traits::kBoxBytes>(
+      q_map, &smem.q_barrier, [&](int box) { return smem.q[box]; }, m_block * Traits::kBlockM, s,
+      batch);
+}
+
 // Warpgroups 0 and 1 (kWarpgroup): the dense kernel's consumer side over the part's tiles.
 // A template per role, so that each role's code sits in its own branch after setmaxnreg and
 // ptxas gives it that role's register budget.
 template <class Traits, int kWarpgroup>
 __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelParams& p,
+                                                       const CUtensorMap* q_map,
                                                        const DecodePartRange& range, int m_block,
                                                        int s, typename Traits::SharedStorage& smem,
                                                        int thread) {
@@ -72,6 +84,7 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
   }
 
   int tile_index = 0;
+  uint32_t q_phase = 0;  // parity of the current Q tile on q_barrier (Q by TMA)
   for (int batch = range.begin_batch; batch <= range.end_batch; ++batch) {
     const SparseBatchTiles tiles = sparse_batch_tiles(p, range, batch);
     const int splits_before = p.num_splits[batch];
@@ -83,20 +96,30 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
     target.single_split = p.num_splits[batch + 1] - splits_before == 1;
     target.split_slot = splits_before + (batch == range.begin_batch ? range.begin_split : 0);
 
-    // Q rows: the heads of query token s. The previous sequence's last reads of Q (warpgroup
-    // 0's S) and of the row arrays are ordered before this by the statistics barrier.
-    const auto* q = static_cast<const char*>(p.q);
-    const auto q_row = [&](int row) -> const char* {
-      const int head = head_base + row;
-      if (head >= p.num_heads_q) return nullptr;
-      return q + (batch * p.q_batch_stride + s * p.q_seq_stride + head * p.q_head_stride) * 2;
-    };
-    load_rows_sw128<Traits::kBlockM, Traits::kHeadDimQK, kConsumers>(smem.q, q_row, thread);
-    // The peer's barriers are initialised (the cluster barrier's first phase) before this
-    // thread's first arrival on them, at the end of its first tile.
-    if (Traits::kCrossover && batch == range.begin_batch) cluster_wait();
-    fence_view_async_shared();
-    named_barrier_sync(kSparseQReady, kConsumers);
+    // Q rows: the heads of query token s. The part's first sequence's are copied by both
+    // warpgroups (cp.async; the previous sequence's last reads of Q, warpgroup 0's S, and of
+    // the row arrays are ordered before this by the statistics barrier). The next ones come by
+    // TMA where q suits it, issued by thread 0 after the statistics barrier below, so that they
+    // land while the output is written; only warpgroup 0, which computes S, waits for them.
+    // (The first one by TMA too, issued at the kernel's start, made the one-sequence parts of
+    // sparse b 2 1.5 us slower: docs/perf-notes.md.)
+    if (p.q_by_tma && batch > range.begin_batch) {
+      if constexpr (kWarpgroup == 0) mbarrier_wait(&smem.q_barrier, q_phase);
+      q_phase ^= 1;
+    } else {
+      const auto* q = static_cast<const char*>(p.q);
+      const auto q_row = [&](int row) -> const char* {
+        const int head = head_base + row;
+        if (head >= p.num_heads_q) return nullptr;
+        return q + (batch * p.q_batch_stride + s * p.q_seq_stride + head * p.q_head_stride) * 2;
+      };
+      load_rows_sw128<Traits::kBlockM, Traits::kHeadDimQK, kConsumers>(smem.q, q_row, thread);
+      // The peer's barriers are initialised (the cluster barrier's first phase) before this
+      // thread's first arrival on them, at the end of its first tile.
+      if (Traits::kCrossover && batch == range.begin_batch) cluster_wait();
+      fence_view_async_shared();
+      named_barrier_sync(kSparseQReady, kConsumers);
+    }
 
     if constexpr (kWarpgroup == 0) {
       float acc[Traits::kColsWg0 / 2];
@@ -169,6 +192,11 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
         }
       }
       named_barrier_sync(kSparseStatsReady, kConsumers);
+      // Every S of this sequence is done (each thread of warpgroup 0 waited for its own before
+      // the barrier): the next sequence's Q may land while the output is written.
+      if (p.q_by_tma && thread == 0 && batch < range.end_batch) {
+        issue_sparse_q<Traits>(q_map, smem, batch + 1, s, m_block);
+      }
       write_output_cols<Element, Traits::kHeadDimV, Traits::kColsWg0>(p, target, acc, 0, inv_sum,
                                                                       thread_in_wg);
     } else {
@@ -200,7 +228,8 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
 
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1)
-    sparse_decode_kernel(const __grid_constant__ SparseDecodeKernelParams p) {
+    sparse_decode_kernel(const __grid_constant__ SparseDecodeKernelParams p,
+                         const __grid_constant__ CUtensorMap q_map) {
   using SharedStorage = typename Traits::SharedStorage;
   extern __shared__ char smem_raw[];
   SharedStorage& smem = aligned_shared_storage<SharedStorage>(smem_raw);
@@ -213,6 +242,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   const int thread = threadIdx.x;
   const int warpgroup = thread / 128;
   init_stage_barriers<Traits>(smem, thread);
+  if (thread == 0) {
+    mbarrier_init(&smem.q_barrier, 1);
+    fence_barrier_init();
+    if (p.q_by_tma) prefetch_tma_descriptor(&q_map);
+  }
   __syncthreads();
   // With the crossover the peer arrives on these barriers and writes into this CTA's shared
   // memory: both CTAs' barriers must be initialised first, and neither may exit while the
@@ -235,10 +269,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     if (Traits::kCrossover && thread == 128 * Traits::kProducerWarpgroup) allow_dependent_launch();
   } else if (warpgroup == 0) {
     warpgroup_registers_increase<Traits::kRegistersWg0>();
-    sparse_decode_consumer<Traits, 0>(p, range, m_block, s, smem, thread);
+    sparse_decode_consumer<Traits, 0>(p, &q_map, range, m_block, s, smem, thread);
   } else {
     warpgroup_registers_increase<Traits::kRegistersWg1>();
-    sparse_decode_consumer<Traits, 1>(p, range, m_block, s, smem, thread);
+    sparse_decode_consumer<Traits, 1>(p, &q_map, range, m_block, s, smem, thread);
   }
   if constexpr (Traits::kCrossover) cluster_wait();
 }

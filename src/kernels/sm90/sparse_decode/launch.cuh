@@ -14,9 +14,10 @@
 namespace flashmla::sm90 {
 
 template <class Traits>
-void launch_sparse_decode_grid(void (*kernel)(SparseDecodeKernelParams), const char* name,
-                               const SparseDecodeKernelParams& params, int num_m_blocks,
-                               int num_parts, cudaStream_t stream) {
+void launch_sparse_decode_grid(void (*kernel)(SparseDecodeKernelParams, CUtensorMap),
+                               const char* name, const SparseDecodeKernelParams& params,
+                               const CUtensorMap& q_map, int num_m_blocks, int num_parts,
+                               cudaStream_t stream) {
   flashmla::detail::check_cuda(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            Traits::kSharedBytes),
@@ -33,25 +34,26 @@ void launch_sparse_decode_grid(void (*kernel)(SparseDecodeKernelParams), const c
   cluster.val.clusterDim.z = 1;
   config.attrs = &cluster;
   config.numAttrs = 1;
-  flashmla::detail::check_cuda(cudaLaunchKernelEx(&config, kernel, params), name);
+  flashmla::detail::check_cuda(cudaLaunchKernelEx(&config, kernel, params, q_map), name);
   flashmla::detail::check_launch(name);
 }
 
 template <KVCacheFormat kFormat, int kHeadDimQK, bool kCrossover = false>
-void launch_sparse_decode_kernel(const SparseDecodeKernelParams& params, int num_m_blocks,
-                                 int num_parts, cudaStream_t stream) {
+void launch_sparse_decode_kernel(const SparseDecodeKernelParams& params, const CUtensorMap& q_map,
+                                 int num_m_blocks, int num_parts, cudaStream_t stream) {
   using Traits = SparseDecodeTraits<kFormat, kHeadDimQK, kCrossover>;
   launch_sparse_decode_grid<Traits>(sparse_decode_kernel<Traits>, "sparse_decode_kernel", params,
-                                    num_m_blocks, num_parts, stream);
+                                    q_map, num_m_blocks, num_parts, stream);
 }
 
 // h_q <= kHeads (16 or 32): one m-block.
 template <KVCacheFormat kFormat, int kHeadDimQK, int kHeads>
-void launch_sparse_decode_few_heads(const SparseDecodeKernelParams& params, int num_parts,
-                                    cudaStream_t stream) {
+void launch_sparse_decode_few_heads(const SparseDecodeKernelParams& params,
+                                    const CUtensorMap& q_map, int num_parts, cudaStream_t stream) {
   using Traits = SparseDecodeFewHeadsTraits<kFormat, kHeadDimQK, kHeads>;
   launch_sparse_decode_grid<Traits>(sparse_decode_few_heads_kernel<Traits>,
-                                    "sparse_decode_few_heads_kernel", params, 1, num_parts, stream);
+                                    "sparse_decode_few_heads_kernel", params, q_map, 1, num_parts,
+                                    stream);
 }
 
 }  // namespace flashmla::sm90

@@ -94,6 +94,7 @@ struct SparseDecodeTraits {
     uint64_t full_barrier[kNumStages];       // this CTA's producer threads stored their rows
     uint64_t peer_full_barrier[kNumStages];  // crossover: the peer's rows arrived (bytes)
     uint64_t empty_barrier[kNumStages];      // the consumer warps (of both CTAs) left the stage
+    uint64_t q_barrier;                      // Q tile by TMA: its bytes landed
   };
   // Bytes the peer's producers send into a stage per tile (crossover): 32 rows of every box and
   // 4 token_valid words each.

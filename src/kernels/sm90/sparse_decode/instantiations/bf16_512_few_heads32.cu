@@ -3,9 +3,11 @@
 
 namespace flashmla::sm90 {
 
-void sparse_decode_bf16_512_few_heads32(const SparseDecodeKernelParams& params, int, int num_parts,
+void sparse_decode_bf16_512_few_heads32(const SparseDecodeKernelParams& params,
+                                        const CUtensorMap& q_map, int, int num_parts,
                                         cudaStream_t stream) {
-  launch_sparse_decode_few_heads<KVCacheFormat::kBFloat16, 512, 32>(params, num_parts, stream);
+  launch_sparse_decode_few_heads<KVCacheFormat::kBFloat16, 512, 32>(params, q_map, num_parts,
+                                                                    stream);
 }
 
 }  // namespace flashmla::sm90

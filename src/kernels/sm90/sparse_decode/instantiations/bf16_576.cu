@@ -3,9 +3,9 @@
 
 namespace flashmla::sm90 {
 
-void sparse_decode_bf16_576(const SparseDecodeKernelParams& params, int num_m_blocks, int num_parts,
-                            cudaStream_t stream) {
-  launch_sparse_decode_kernel<KVCacheFormat::kBFloat16, 576>(params, num_m_blocks, num_parts,
+void sparse_decode_bf16_576(const SparseDecodeKernelParams& params, const CUtensorMap& q_map,
+                            int num_m_blocks, int num_parts, cudaStream_t stream) {
+  launch_sparse_decode_kernel<KVCacheFormat::kBFloat16, 576>(params, q_map, num_m_blocks, num_parts,
                                                              stream);
 }
 

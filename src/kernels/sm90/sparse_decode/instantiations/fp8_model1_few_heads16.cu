@@ -3,9 +3,11 @@
 
 namespace flashmla::sm90 {
 
-void sparse_decode_fp8_model1_few_heads16(const SparseDecodeKernelParams& params, int,
-                                          int num_parts, cudaStream_t stream) {
-  launch_sparse_decode_few_heads<KVCacheFormat::kFp8Model1, 512, 16>(params, num_parts, stream);
+void sparse_decode_fp8_model1_few_heads16(const SparseDecodeKernelParams& params,
+                                          const CUtensorMap& q_map, int, int num_parts,
+                                          cudaStream_t stream) {
+  launch_sparse_decode_few_heads<KVCacheFormat::kFp8Model1, 512, 16>(params, q_map, num_parts,
+                                                                     stream);
 }
 
 }  // namespace flashmla::sm90
