@@ -105,7 +105,7 @@ void dense_decode(const DenseDecodeParams& params, cudaStream_t stream) {
                  ? (bf16 ? sm90::dense_decode_bf16_576 : sm90::dense_decode_fp16_576)
                  : (bf16 ? sm90::dense_decode_bf16_512 : sm90::dense_decode_fp16_512));
   CUtensorMap q_map{};
-  kernel_params.q_by_tma = seesaw && detail::q_tile_by_tma_eligible(params) &&
+  kernel_params.q_by_tma = detail::q_tile_by_tma_eligible(params) &&
                            detail::make_q_tile_map(detail::q_tile_source(params), q_map);
   launch(kernel_params, k_map, q_map, num_m_blocks, params.num_parts, stream);
 

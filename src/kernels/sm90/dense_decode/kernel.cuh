@@ -11,6 +11,7 @@
 #include "kernels/common/sm90_gmma.cuh"
 #include "kernels/common/sm90_online_softmax.cuh"
 #include "kernels/common/sm90_ptx.cuh"
+#include "kernels/common/sm90_q_tile_tma.cuh"
 #include "kernels/sm90/dense_decode/kernel_params.h"
 #include "kernels/sm90/dense_decode/load_q.cuh"
 #include "kernels/sm90/dense_decode/sequence_check.cuh"
@@ -141,10 +142,23 @@ __device__ __forceinline__ void advance_cursor(const DenseDecodeKernelParams& p,
   }
 }
 
+// The Q tile of (batch, kv_head, m_block) by TMA onto q_barrier (one thread): the m-block is
+// 64 heads of one query token.
+template <class Traits>
+__device__ __forceinline__ void issue_dense_q(const CUtensorMap* q_map,
+                                              typename Traits::SharedStorage& smem, int batch,
+                                              int kv_head, int m_block, int heads_per_kv) {
+  const int first_row = m_block * Traits::kBlockM;
+  issue_q_tile_tma<Traits::kNumBoxesQK, Traits::kBoxBytes>(
+      q_map, &smem.q_barrier, [&](int box) { return smem.q[box]; },
+      kv_head * heads_per_kv + first_row % heads_per_kv, first_row / heads_per_kv, batch);
+}
+
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     dense_decode_kernel(const __grid_constant__ DenseDecodeKernelParams p,
-                        const __grid_constant__ CUtensorMap k_map) {
+                        const __grid_constant__ CUtensorMap k_map,
+                        const __grid_constant__ CUtensorMap q_map) {
   using Element = typename Traits::Element;
   using SharedStorage = typename Traits::SharedStorage;
   constexpr bool kIsBF16 = Traits::kIsBF16;
@@ -177,7 +191,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       mbarrier_init(&smem.full_barrier[stage], 1);
       mbarrier_init(&smem.empty_barrier[stage], Traits::kNumThreads / 32);
     }
+    mbarrier_init(&smem.q_barrier, 1);
     fence_barrier_init();
+    if (p.q_by_tma) prefetch_tma_descriptor(&q_map);
   }
   __syncthreads();
 
@@ -214,7 +230,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   const uint64_t v_desc_tail = make_sw128_desc(smem.k[0][kBoxWg1 + 4], Traits::kBoxBytes, 1024);
   constexpr uint32_t kStageBytes = Traits::kTileBytes;  // one KV stage holds one tile
 
-  int tile_index = 0;  // position in the part's tile sequence (stage = index % stages)
+  int tile_index = 0;    // position in the part's tile sequence (stage = index % stages)
+  uint32_t q_phase = 0;  // parity of the current Q tile on q_barrier (Q by TMA)
   for (int batch = range.begin_batch; batch <= range.end_batch; ++batch) {
     const BatchTiles tiles = decode_batch_tiles(p, range, batch, m_block);
     const int splits_before = p.num_splits[batch];
@@ -227,9 +244,19 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     target.split_slot = splits_before + (batch == range.begin_batch ? range.begin_split : 0);
 
     if (batch != range.begin_batch) __syncthreads();  // previous Q and epilogue data consumed
-    load_q_tile<Traits>(p, smem.q, batch, kv_head, m_block, thread);
-    fence_view_async_shared();
-    __syncthreads();
+    // The part's first Q tile is copied by every thread; where an m-block is 64 heads of one
+    // query token and q suits a tensor map (DenseDecodeKernelParams::q_by_tma), the next ones
+    // come by TMA, issued by thread 0 after the statistics barrier below so that they land
+    // while the output is written, and only warpgroup 0 (S) waits for them (as the sparse
+    // kernels do; the seesaw kernel loads them all so).
+    if (p.q_by_tma && batch != range.begin_batch) {
+      if (warpgroup == 0) mbarrier_wait(&smem.q_barrier, q_phase);
+      q_phase ^= 1;
+    } else {
+      load_q_tile<Traits>(p, smem.q, batch, kv_head, m_block, thread);
+      fence_view_async_shared();
+      __syncthreads();
+    }
 
     // Rows this thread owns and how many tokens each may attend.
     int row_limit[2];
@@ -306,6 +333,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         if (lane % 4 == 0) smem.row_inv_sum[16 * warp_in_wg + lane / 4 + 8 * i] = inv_sum[i];
       }
       named_barrier_sync(kStatsReady, Traits::kNumThreads);
+      // Every S of this sequence is done (each thread of warpgroup 0 waited for its own before
+      // the barrier): the next sequence's Q may land while the output is written.
+      if (p.q_by_tma && thread == 0 && batch < range.end_batch) {
+        issue_dense_q<Traits>(&q_map, smem, batch + 1, kv_head, m_block, p.heads_per_kv);
+      }
       // Warpgroup 1's verdict on the sequence's values (see below): out and lse become NaN.
       if (sequence_marked_bad(smem)) {
 #pragma unroll

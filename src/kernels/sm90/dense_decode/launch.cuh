@@ -29,14 +29,13 @@ void launch_dense_decode(Kernel kernel, const char* name, const DenseDecodeKerne
 }
 }  // namespace detail
 
-// (This kernel loads Q by cp.async: q_map is not passed.)
 template <class Element, int kHeadDimQK>
 void launch_dense_decode_kernel(const DenseDecodeKernelParams& params, const CUtensorMap& k_map,
-                                const CUtensorMap& /*q_map*/, int num_m_blocks, int num_parts,
+                                const CUtensorMap& q_map, int num_m_blocks, int num_parts,
                                 cudaStream_t stream) {
   using Traits = DenseDecodeTraits<Element, kHeadDimQK>;
   detail::launch_dense_decode<Traits>(dense_decode_kernel<Traits>, "dense_decode_kernel", params,
-                                      num_m_blocks, num_parts, stream, k_map);
+                                      num_m_blocks, num_parts, stream, k_map, q_map);
 }
 
 template <class Element, int kHeadDimQK>

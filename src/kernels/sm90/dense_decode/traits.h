@@ -56,6 +56,7 @@ struct DenseDecodeTraits {
     uint32_t bad_sequence_votes[4];      // per warp of warpgroup 1: the sequence's values are bad
     uint64_t full_barrier[kNumStages];   // TMA bytes landed
     uint64_t empty_barrier[kNumStages];  // all 8 warps done reading the stage
+    uint64_t q_barrier;                  // Q tile by TMA: its bytes landed
   };
   static constexpr int kSharedBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
   static_assert(kSharedBytes <= 232448, "exceeds the 227 KB of shared memory per block");
