@@ -451,6 +451,16 @@ std::vector<GpuCase> special_cases() {
   extra_only.extra = source(512, 2);
   extra_only.extra.topk_length = {512, 0, 0, 37};
   add("main_length_zero_extra_attends", extra_only);
+  // Several sequences a part with some of them empty (h_q > 32: the later sequences' Q tiles
+  // come by TMA, and an empty one has no P hand-off to order the row arrays across sequences).
+  SparseDecodeCase many_a_part = make_case(v32, 200, 2, 64, source(64, 64), 30);
+  for (int i = 0; i < 200; ++i)
+    many_a_part.main.topk_length.push_back((i % 4 == 1) ? 64 : (i % 4 == 3) ? 17 : 0);
+  add("many_sequences_a_part_some_empty_hq64", many_a_part);
+  SparseDecodeCase many_crossover = make_case(v32, 200, 1, 128, source(128, 64), 31);
+  for (int i = 0; i < 200; ++i)
+    many_crossover.main.topk_length.push_back((i % 4 == 0) ? 128 : (i % 4 == 3) ? 70 : 0);
+  add("many_sequences_a_part_some_empty_hq128", many_crossover);
 
   // Many -1 and out-of-range entries.
   SparseDecodeCase invalid = make_case(bf16_512, 7, 4, 16, source(576, 1), 10);

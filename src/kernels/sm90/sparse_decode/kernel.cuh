@@ -97,13 +97,18 @@ __device__ __forceinline__ void sparse_decode_consumer(const SparseDecodeKernelP
     target.split_slot = splits_before + (batch == range.begin_batch ? range.begin_split : 0);
 
     // Q rows: the heads of query token s. The part's first sequence's are copied by both
-    // warpgroups (cp.async; the previous sequence's last reads of Q, warpgroup 0's S, and of
-    // the row arrays are ordered before this by the statistics barrier). The next ones come by
+    // warpgroups (cp.async; the previous sequence's last reads of Q, warpgroup 0's S, are
+    // ordered before this by the statistics barrier, and warpgroup 1's of the row arrays by
+    // the barrier after the copy). The next ones come by
     // TMA where q suits it, issued by thread 0 after the statistics barrier below, so that they
     // land while the output is written; only warpgroup 0, which computes S, waits for them.
     // (The first one by TMA too, issued at the kernel's start, made the one-sequence parts of
     // sparse b 2 1.5 us slower: docs/perf-notes.md.)
     if (p.q_by_tma && batch > range.begin_batch) {
+      // Without tiles, nothing else would order warpgroup 1's reads of the previous sequence's
+      // row_inv_sum (after the statistics barrier) before warpgroup 0 writes this one's (both
+      // warpgroups agree on the count; with tiles the first P hand-off orders it).
+      if (tiles.first == tiles.last) named_barrier_sync(kSparseQReady, kConsumers);
       if constexpr (kWarpgroup == 0) mbarrier_wait(&smem.q_barrier, q_phase);
       q_phase ^= 1;
     } else {
