@@ -35,15 +35,8 @@ TEST(QTileMapGpu, TheDriverTakesEveryAlignedDecodeLayout) {
     const int64_t seq_stride = l.head_stride * l.num_heads;
     const int64_t batch_stride = seq_stride * l.seqlen_q;
     DeviceBuffer<uint16_t> q(size_t(batch_stride) * l.batch);
-    detail::QTileSource source;
-    source.q = q.get();
-    source.head_dim = l.head_dim;
-    source.num_heads = l.num_heads;
-    source.seqlen_q = l.seqlen_q;
-    source.batch = l.batch;
-    source.head_stride = l.head_stride;
-    source.seq_stride = seq_stride;
-    source.batch_stride = batch_stride;
+    detail::QTileSource source{q.get(), l.head_dim,    l.num_heads, l.seqlen_q,
+                               l.batch, l.head_stride, seq_stride,  batch_stride};
     CUtensorMap map{};
     EXPECT_TRUE(detail::make_q_tile_map(source, map)) << l.name;
 
