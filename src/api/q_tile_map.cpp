@@ -37,14 +37,22 @@ bool make_q_tile_map(const QTileSource& source, CUtensorMap& map) {
   return true;
 }
 
-QTileSource q_tile_source(const DenseDecodeParams& params) {
+namespace {
+
+// Dense and sparse decode spell q's fields alike.
+template <class Params>
+QTileSource q_tile_source_of(const Params& params) {
   return {params.q,     params.head_dim_qk,   params.num_heads_q,  params.seqlen_q,
           params.batch, params.q_head_stride, params.q_seq_stride, params.q_batch_stride};
 }
 
+}  // namespace
+
+QTileSource q_tile_source(const DenseDecodeParams& params) {
+  return q_tile_source_of(params);
+}
 QTileSource q_tile_source(const SparseDecodeParams& params) {
-  return {params.q,     params.head_dim_qk,   params.num_heads_q,  params.seqlen_q,
-          params.batch, params.q_head_stride, params.q_seq_stride, params.q_batch_stride};
+  return q_tile_source_of(params);
 }
 
 bool q_tile_by_tma_eligible(const DenseDecodeParams& params) {

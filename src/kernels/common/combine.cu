@@ -100,13 +100,13 @@ __device__ __forceinline__ void load_first_splits(float4 (&rows)[kSplitsInFlight
 // acc += w_k O_k over the splits k = first, first + stride, ... (count of them) of a row:
 // o_in / lse_in point at split 0's partial row / lse. kSplitsInFlight rows are loaded before
 // any is summed (one memory latency per step, not per split); empty splits are not read. With
-// `lse_first_group` (first 0, stride 1) lane i already holds split i's lse. With
-// kFirstStepLoaded, `first_step` holds the first step's rows (load_first_splits).
-template <int kSplitsInFlight, bool kFirstStepLoaded = false>
+// `lse_first_group` (first 0, stride 1) lane i already holds split i's lse. `first_step` holds
+// the first step's rows (load_first_splits).
+template <int kSplitsInFlight>
 __device__ __forceinline__ void accumulate_splits(
     float4 (&acc)[kColsPerLane / 4], const float* o_in, const float* lse_in, int64_t split_stride,
     int first, int stride, int count, float lse, bool have_lse_first, float lse_first, int lane,
-    const float4 (&first_step)[kFirstStepLoaded ? kSplitsInFlight : 1][kColsPerLane / 4] = {}) {
+    const float4 (&first_step)[kSplitsInFlight][kColsPerLane / 4]) {
   const auto weight_of_lane = [&](int group, int in_group) {
     const float lse_lane =
         group == 0 && have_lse_first
@@ -116,7 +116,7 @@ __device__ __forceinline__ void accumulate_splits(
   };
   // The loaded first step, before the loop (inside it, its rows stayed live through the loop:
   // spills).
-  if constexpr (kFirstStepLoaded) {
+  {
     const int in_group = min(32, count);
     const float weight_lane = weight_of_lane(0, in_group);
 #pragma unroll
@@ -139,8 +139,7 @@ __device__ __forceinline__ void accumulate_splits(
   for (int group = 0; group < count; group += 32) {
     const int in_group = min(32, count - group);
     const float weight_lane = weight_of_lane(group, in_group);
-    for (int step = kFirstStepLoaded && group == 0 ? kSplitsInFlight : 0; step < in_group;
-         step += kSplitsInFlight) {
+    for (int step = group == 0 ? kSplitsInFlight : 0; step < in_group; step += kSplitsInFlight) {
       float weight[kSplitsInFlight];
       float4 v[kSplitsInFlight][kColsPerLane / 4];
 #pragma unroll
@@ -218,8 +217,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
 #pragma unroll
   for (int c = 0; c < kColsPerLane / 4; ++c) acc[c] = make_float4(0.f, 0.f, 0.f, 0.f);
   if (lse != INFINITY) {
-    accumulate_splits<kSplitsInFlight, true>(acc, o_in, lse_in, split_stride, 0, 1, num_splits, lse,
-                                             true, lse_first, lane, first_step);
+    accumulate_splits<kSplitsInFlight>(acc, o_in, lse_in, split_stride, 0, 1, num_splits, lse, true,
+                                       lse_first, lane, first_step);
   }
   const int s = row / p.heads_per_kv;
   const int head = kv_head * p.heads_per_kv + row % p.heads_per_kv;
@@ -265,8 +264,8 @@ __global__ void __launch_bounds__(kWarps * 32) combine_row_block_kernel(const Co
 #pragma unroll
   for (int c = 0; c < kColsPerLane / 4; ++c) acc[c] = make_float4(0.f, 0.f, 0.f, 0.f);
   if (lse != INFINITY && count > 0) {
-    accumulate_splits<kSplitsInFlight, true>(acc, o_in, lse_in, split_stride, warp, kWarps, count,
-                                             lse, false, 0.f, lane, first_step);
+    accumulate_splits<kSplitsInFlight>(acc, o_in, lse_in, split_stride, warp, kWarps, count, lse,
+                                       false, 0.f, lane, first_step);
   }
   __shared__ float4 warp_sums[kWarps][kHeadDimV / 4];
 #pragma unroll

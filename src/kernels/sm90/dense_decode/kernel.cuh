@@ -11,7 +11,6 @@
 #include "kernels/common/sm90_gmma.cuh"
 #include "kernels/common/sm90_online_softmax.cuh"
 #include "kernels/common/sm90_ptx.cuh"
-#include "kernels/common/sm90_q_tile_tma.cuh"
 #include "kernels/sm90/dense_decode/kernel_params.h"
 #include "kernels/sm90/dense_decode/load_q.cuh"
 #include "kernels/sm90/dense_decode/sequence_check.cuh"
@@ -140,18 +139,6 @@ __device__ __forceinline__ void advance_cursor(const DenseDecodeKernelParams& p,
     cursor.last = t.last;
     cursor.seqlen = t.seqlen;
   }
-}
-
-// The Q tile of (batch, kv_head, m_block) by TMA onto q_barrier (one thread): the m-block is
-// 64 heads of one query token.
-template <class Traits>
-__device__ __forceinline__ void issue_dense_q(const CUtensorMap* q_map,
-                                              typename Traits::SharedStorage& smem, int batch,
-                                              int kv_head, int m_block, int heads_per_kv) {
-  const int first_row = m_block * Traits::kBlockM;
-  issue_q_tile_tma<Traits::kNumBoxesQK, Traits::kBoxBytes>(
-      q_map, &smem.q_barrier, [&](int box) { return smem.q[box]; },
-      kv_head * heads_per_kv + first_row % heads_per_kv, first_row / heads_per_kv, batch);
 }
 
 template <class Traits>
@@ -336,7 +323,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       // Every S of this sequence is done (each thread of warpgroup 0 waited for its own before
       // the barrier): the next sequence's Q may land while the output is written.
       if (p.q_by_tma && thread == 0 && batch < range.end_batch) {
-        issue_dense_q<Traits>(&q_map, smem, batch + 1, kv_head, m_block, p.heads_per_kv);
+        issue_q_tile<Traits>(&q_map, &smem.q_barrier, smem.q, batch + 1, kv_head, m_block,
+                             p.heads_per_kv);
       }
       // Warpgroup 1's verdict on the sequence's values (see below): out and lse become NaN.
       if (sequence_marked_bad(smem)) {

@@ -36,7 +36,6 @@
 #include "kernels/common/sm90_gmma.cuh"
 #include "kernels/common/sm90_online_softmax.cuh"
 #include "kernels/common/sm90_ptx.cuh"
-#include "kernels/common/sm90_q_tile_tma.cuh"
 #include "kernels/sm90/dense_decode/kernel.cuh"
 #include "kernels/sm90/dense_decode/kernel_params.h"
 #include "kernels/sm90/dense_decode/load_q.cuh"
@@ -76,20 +75,6 @@ __device__ __forceinline__ void issue_seesaw_part(const CUtensorMap* k_map,
     tma_load_4d(k_map, &smem.kv_barrier[buffer][box], smem.k[buffer][box], box * Traits::kBoxCols,
                 source.row_in_page, kv_head, source.block);
   }
-}
-
-// Issues the TMA loads of the Q tile of (batch, kv_head, m_block) into the Q boxes (from box 0;
-// with d_qk 576 the last lands in the first P box), completing on q_barrier (one thread). The
-// m-block is 64 heads of one query token (DenseDecodeKernelParams::q_by_tma).
-template <class Traits>
-__device__ __forceinline__ void issue_seesaw_q(const CUtensorMap* q_map,
-                                               typename Traits::SharedStorage& smem, int batch,
-                                               int kv_head, int m_block, int heads_per_kv) {
-  const int first_row = m_block * Traits::kBlockM;
-  const int s = first_row / heads_per_kv;
-  const int head = kv_head * heads_per_kv + first_row % heads_per_kv;
-  issue_q_tile_tma<Traits::kNumBoxesQK, Traits::kBoxBytes>(
-      q_map, &smem.q_barrier, [&](int box) { return smem.boxes[box]; }, head, s, batch);
 }
 
 // Issues S (+)= Q K^T over boxes [kBegin, kEnd) of KV buffer `buffer`, each box once it has
@@ -316,9 +301,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     if (p.q_by_tma) {
       // By TMA from one thread, issued here for the part's first sequence and in the previous
       // sequence's epilogue for the others: the cp.async copies took ~4 us at each sequence
-      // start, even from L2 (stamped; docs/perf-notes.md).
+      // start, even from L2 (stamped; docs/perf-notes.md). Into the boxes from box 0: with d_qk
+      // 576 the last lands in the first P box.
       if (thread == 0 && batch == range.begin_batch) {
-        issue_seesaw_q<Traits>(&q_map, smem, batch, kv_head, m_block, p.heads_per_kv);
+        issue_q_tile<Traits>(&q_map, &smem.q_barrier, smem.boxes, batch, kv_head, m_block,
+                             p.heads_per_kv);
       }
     } else {
       load_q_tile<Traits>(p, smem.boxes, batch, kv_head, m_block, thread);
@@ -550,7 +537,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     // Every product of this sequence is done: the next sequence's Q loads while the output is
     // written.
     if (p.q_by_tma && thread == 0 && batch < range.end_batch) {
-      issue_seesaw_q<Traits>(&q_map, smem, batch + 1, kv_head, m_block, p.heads_per_kv);
+      issue_q_tile<Traits>(&q_map, &smem.q_barrier, smem.boxes, batch + 1, kv_head, m_block,
+                           p.heads_per_kv);
     }
     float row_max[2], sum0[2], sum1[2];
     load_owned_rows(smem.row_max, warp_in_wg, lane, row_max);
