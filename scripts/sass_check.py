@@ -101,12 +101,15 @@ def check_moves(code: list[Instruction], within: int) -> int:
         for later in code[i + 1 : i + 1 + within]:
             body = re.sub(r"^@!?U?P\w+\s+", "", later.text)
             opcode, _, operands = body.partition(" ")
-            sources = operands.split(",")[1:]
-            if destination & set().union(*(registers(s) for s in sources)) if sources else False:
-                if opcode.startswith(("MOV", "IMAD.MOV")):
-                    print(f"{load.address:6x}  {load.text}\n    -> {later.address:6x}  {later.text}")
-                    found += 1
-                break
+            read = set()
+            for source in operands.split(",")[1:]:  # the first operand is the destination
+                read |= registers(source)
+            if not destination & read:
+                continue
+            if opcode.startswith(("MOV", "IMAD.MOV")):
+                print(f"{load.address:6x}  {load.text}\n    -> {later.address:6x}  {later.text}")
+                found += 1
+            break  # only the first reader counts
     print(f"{found} load result(s) moved within {within} instructions of the load")
     return 1 if found else 0
 
