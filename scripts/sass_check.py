@@ -43,6 +43,11 @@ class Instruction:
 INSTRUCTION = re.compile(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;\s*/\* (0x[0-9a-f]{16}) \*/")
 SECOND_WORD = re.compile(r"^\s*/\* (0x[0-9a-f]{16}) \*/")
 REGISTER = re.compile(r"(?<![A-Z])R(\d+)(\.64)?")
+GUARD = re.compile(r"^@!?U?P\w+\s+")  # an instruction's guard predicate, e.g. "@!P0 "
+
+
+def unguarded(text: str) -> str:
+    return GUARD.sub("", text)
 
 
 def disassemble(cubin: str) -> list[Instruction]:
@@ -86,10 +91,11 @@ def registers(operand: str) -> set[int]:
 
 
 def load_destination(text: str) -> set[int] | None:
-    match = re.match(r"(?:@!?P\w+\s+)?LDG[.\w]*\s+R(\d+),", text)
+    body = unguarded(text)
+    match = re.match(r"LDG[.\w]*\s+R(\d+),", body)
     if not match:
         return None
-    opcode = re.sub(r"^@!?P\w+\s+", "", text).split(" ", 1)[0]
+    opcode = body.split(" ", 1)[0]
     width = 4 if ".128" in opcode else 2 if ".64" in opcode else 1
     base = int(match.group(1))
     return set(range(base, base + width))
@@ -102,7 +108,7 @@ def check_moves(code: list[Instruction], within: int) -> int:
         if destination is None:
             continue
         for later in code[i + 1 : i + 1 + within]:
-            body = re.sub(r"^@!?U?P\w+\s+", "", later.text)
+            body = unguarded(later.text)
             opcode, _, operands = body.partition(" ")
             read = set()
             for source in operands.split(",")[1:]:  # the first operand is the destination
